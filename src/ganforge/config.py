@@ -1,0 +1,337 @@
+"""Run configuration: frozen dataclasses, filled from a recipe YAML and ``--set`` overrides.
+
+Every field is typed and, where it matters, constrained through ``field(metadata=...)``
+(``choices``, ``gt``, ``ge``, ``le``). Loading is strict: an unknown key, a value of the
+wrong type or an impossible value is a ``ConfigError`` that names the key and what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default: Any, **meta: Any) -> Any:
+    """A dataclass field with validation metadata (choices / gt / ge / le)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, where it is, and how it is presented to the networks."""
+
+    name: str = "fashion-mnist"  # a registered data set, see ``ganforge.data``
+    path: str | None = None  # explicit location; else $GANFORGE_DATA, system folders, download
+    split: str = _f("train", choices=("train", "test", "train+test"))
+    classes: tuple[int, ...] | None = None  # keep only these labels (labelled sets)
+    size: int | None = _f(None, gt=0)  # resize (and center-crop) images to size x size
+    channels: int | None = _f(None, choices=(1, 3))  # convert to grayscale or RGB
+    range: str = _f("tanh", choices=("tanh", "unit"))  # tanh: [-1, 1]; unit: [0, 1]
+    shuffle: bool = True  # False walks the data in order, wrapping around (seed 003)
+    download: bool = True  # allow torchvision's download when no local copy is found
+    limit: int | None = _f(None, gt=0)  # use only the first N examples (quick runs, tests)
+    points: int = _f(1000, gt=0)  # number of points of a generated (2-D) data set
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator, by registered name, and the latent distribution."""
+
+    g: str = "mlp"
+    d: str = "mlp"
+    z_dim: int = _f(100, gt=0)
+    z_dist: str = _f("normal", choices=("normal", "uniform"))  # uniform is U[-1, 1]
+    init_std: float | None = _f(None, gt=0)  # N(0, std) init of conv/linear weights
+    g_args: dict[str, Any] = _f({})  # extra keyword arguments of the G builder
+    d_args: dict[str, Any] = _f({})  # extra keyword arguments of the D builder
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The adversarial loss and the label tricks of the seeds."""
+
+    name: str = _f("bce", choices=("bce",))  # non-saturating sigmoid cross-entropy on logits
+    real_label: float = _f(1.0, ge=0, le=1)  # 0.9 = one-sided label smoothing (seed 001)
+    fake_label: float = _f(0.0, ge=0, le=1)
+    label_noise: float = _f(0.0, ge=0)  # add noise * U[0, 1) to D's targets (seed 003)
+    d_batch: str = _f("separate", choices=("separate", "concat"))  # concat: one [fake; real]
+    d_average: bool = False  # D loss = (real + fake) / 2 instead of the sum (seed 004)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One network's optimizer."""
+
+    name: str = _f("adam", choices=("adam", "rmsprop"))
+    lr: float = _f(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam
+    alpha: float = _f(0.99, gt=0, le=1)  # RMSprop's smoothing constant (Keras' rho)
+    eps: float = _f(1e-8, gt=0)
+    clip_value: float | None = _f(None, gt=0)  # clip each gradient element to [-c, c]
+    decay: float = _f(0.0, ge=0)  # Keras legacy decay: lr_t = lr / (1 + decay * t)
+
+
+@dataclass(frozen=True)
+class OptimPair:
+    d: OptimConfig = field(default_factory=OptimConfig)
+    g: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Length, batching, precision, and how often to log, sample and checkpoint."""
+
+    batch_size: int = _f(128, gt=0)
+    epochs: int | None = _f(200, gt=0)
+    iterations: int | None = _f(None, gt=0)  # when set, the run's length in steps
+    seed: int = _f(0, ge=0)
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _f("fp32", choices=("fp32", "bf16"))
+    log_every: int = _f(50, gt=0)  # steps between log.jsonl records
+    sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
+    grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; written fully resolved to ``RUN_DIR/config.yaml``."""
+
+    recipe: str = "vanilla-fmnist"
+    description: str = ""
+    source: str = ""  # the seed the recipe comes from
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimPair = field(default_factory=OptimPair)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+DEFAULT_RECIPE = "vanilla-fmnist"
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def recipe_names() -> list[str]:
+    files = resources.files("ganforge") / "recipes"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_dict(name: str) -> dict[str, Any]:
+    """The raw YAML mapping of a shipped recipe."""
+    names = recipe_names()
+    if name not in names:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of: {', '.join(names)}")
+    text = (resources.files("ganforge") / "recipes" / f"{name}.yaml").read_text()
+    raw = yaml.safe_load(text) or {}
+    raw.setdefault("recipe", name)
+    return raw
+
+
+# ---------------------------------------------------------------- building and checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: cannot read a value of type {_type_name(tp)}")
+
+
+def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    """Apply the field's validation metadata."""
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        choices = ", ".join(str(c) for c in meta["choices"])
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {choices}")
+    if "gt" in meta and not value > meta["gt"]:
+        raise ConfigError(f"{key}: must be greater than {meta['gt']}, got {value!r}")
+    if "ge" in meta and not value >= meta["ge"]:
+        raise ConfigError(f"{key}: must be at least {meta['ge']}, got {value!r}")
+    if "le" in meta and not value <= meta["le"]:
+        raise ConfigError(f"{key}: must be at most {meta['le']}, got {value!r}")
+
+
+def build(cls: type, raw: typing.Mapping[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested mapping, strictly."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, typing.Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = build(tp, raw[name], key + ".")
+        else:
+            value = _coerce(raw[name], tp, key)
+            _check(value, f.metadata, key)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: write it as key=value, e.g. train.epochs=5")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: the key is empty; write e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` items into a nested mapping (the strict build checks them)."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is a value, not a group")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(
+    recipe: str | None = None,
+    overrides: typing.Iterable[str] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve a recipe (or a saved config mapping ``base``) plus overrides into a Config."""
+    raw = base if base is not None else recipe_dict(recipe or DEFAULT_RECIPE)
+    raw = apply_overrides(_deep_copy(raw), overrides)
+    cfg = build(Config, raw)
+    if cfg.train.epochs is None and cfg.train.iterations is None:
+        raise ConfigError("train: set train.epochs or train.iterations")
+    return cfg
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples as lists), suitable for YAML."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
+    """Load a run's resolved ``config.yaml`` (plus overrides, e.g. a longer length)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no config.yaml; is this a ganforge run directory?") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    return load_config(base=raw, overrides=overrides)

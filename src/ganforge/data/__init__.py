@@ -1,0 +1,180 @@
+"""Data sets by registered name, held whole as one tensor on the training device.
+
+Images are kept as uint8 (N, C, H, W) and cast and scaled per batch on the device; 2-D data
+sets are float32 (N, D). Each loader finds a local copy in this order: ``data.path``
+(``--data``), ``$GANFORGE_DATA``, the system's data folders, then a download when allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A whole data set as tensors: ``x`` uint8 images or float points, optional labels."""
+
+    x: torch.Tensor  # (N, C, H, W) uint8, or (N, D) float32
+    labels: torch.Tensor | None  # (N,) int64
+    source: str  # where it was read from, for logs
+    range: str = "tanh"  # images: "tanh" -> [-1, 1], "unit" -> [0, 1]
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.dtype == torch.uint8
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> TensorData:
+        labels = None if self.labels is None else self.labels.to(device)
+        return replace(self, x=self.x.to(device), labels=labels)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Examples at ``index`` as float32 in the model's range, on the data's device."""
+        return scale(self.x[index], self.range)
+
+
+def scale(x: torch.Tensor, range_: str = "tanh") -> torch.Tensor:
+    """uint8 images -> float in [-1, 1] (tanh) or [0, 1] (unit); float data passes through."""
+    if x.dtype != torch.uint8:
+        return x
+    if range_ == "unit":
+        return x.float().div_(255.0)
+    return x.float().mul_(2.0 / 255.0).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor, range_: str = "tanh") -> torch.Tensor:
+    """The inverse of ``scale`` for generated images, clamped to the valid range."""
+    if range_ == "unit":
+        y = x * 255.0
+    else:
+        y = (x + 1.0) * 127.5
+    return y.round().clamp_(0, 255).to(torch.uint8)
+
+
+LoaderFn = Callable[[DataConfig], TensorData]
+DATASETS: Registry[LoaderFn] = Registry("data set")
+NATIVE_SHAPES: dict[str, tuple[int, ...]] = {}  # per data set, before data.channels / size
+
+
+def dataset(name: str, shape: tuple[int, ...]) -> Callable[[LoaderFn], LoaderFn]:
+    """Register a loader under ``name`` with the shape of one example as stored."""
+    NATIVE_SHAPES[name] = shape
+    return DATASETS.register(name)
+
+
+def data_shape(cfg: DataConfig) -> tuple[int, ...]:
+    """Shape of one example as the networks see it, without loading the data."""
+    _register_all()
+    DATASETS.get(cfg.name, "data.name")
+    shape = NATIVE_SHAPES[cfg.name]
+    if len(shape) == 3:
+        c, h, w = shape
+        shape = (cfg.channels or c, cfg.size or h, cfg.size or w)
+    return shape
+
+
+def _register_all() -> None:
+    from . import generated, images  # noqa: F401  (registers the loaders)
+
+
+# System-wide folders searched per data set after --data and $GANFORGE_DATA (tests patch this).
+SYSTEM_DIRS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+}
+
+
+def cache_dir() -> Path:
+    """Where derived copies and downloads go: $GANFORGE_CACHE, else ~/.cache/ganforge."""
+    if os.environ.get("GANFORGE_CACHE"):
+        return Path(os.environ["GANFORGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ganforge"
+
+
+def candidate_dirs(cfg: DataConfig) -> list[tuple[str, Path]]:
+    """Places to look, in order, each with how it was named (for messages)."""
+    found: list[tuple[str, Path]] = []
+    if cfg.path:
+        path = Path(cfg.path).expanduser()
+        if not path.exists():
+            raise DataError(f"--data {cfg.path}: no such file or folder; pass an existing path")
+        found.append(("--data", path))
+        return found  # an explicit path is the only place looked at
+    env = os.environ.get("GANFORGE_DATA")
+    if env:
+        root = Path(env).expanduser()
+        found += [("$GANFORGE_DATA", root / cfg.name), ("$GANFORGE_DATA", root)]
+    found += [("system folder", p) for p in SYSTEM_DIRS.get(cfg.name, [])]
+    return [(how, p) for how, p in found if p.exists()]
+
+
+def load_data(cfg: DataConfig) -> TensorData:
+    """Load the configured data set on the CPU, then apply the common selections."""
+    _register_all()
+    data = DATASETS.get(cfg.name, "data.name")(cfg)
+    return select(data, cfg)
+
+
+def select(data: TensorData, cfg: DataConfig) -> TensorData:
+    """Class filter, channel conversion, resize and limit: one place for every data set."""
+    x, labels = data.x, data.labels
+    if cfg.classes is not None:
+        if labels is None:
+            raise DataError(f"data.classes: {cfg.name} has no labels; remove data.classes")
+        keep = torch.isin(labels, torch.tensor(cfg.classes))
+        if not keep.any():
+            raise DataError(f"data.classes={list(cfg.classes)}: no example has these labels")
+        x, labels = x[keep], labels[keep]
+    if cfg.limit is not None:
+        x = x[: cfg.limit]
+        labels = None if labels is None else labels[: cfg.limit]
+    if x.dtype == torch.uint8:
+        x = _convert_channels(x, cfg.channels)
+        if cfg.size is not None and tuple(x.shape[-2:]) != (cfg.size, cfg.size):
+            x = _resize(x, cfg.size)
+    return TensorData(x.contiguous(), labels, data.source, cfg.range)
+
+
+def _convert_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
+    if channels is None or x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.rgb_to_grayscale(x)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the short side to ``size`` and center-crop, in chunks to bound memory."""
+    from torchvision.transforms.v2 import functional as TF
+
+    out = []
+    for chunk in x.split(4096):
+        chunk = TF.resize(chunk, [size], antialias=True)
+        out.append(TF.center_crop(chunk, [size, size]))
+    return torch.cat(out)
+
+
+def describe_sources(name: str, files: Iterable[str], apt: str | None = None) -> str:
+    """The one-line list of ways to provide a data set, for 'not found' messages."""
+    ways = [f"--data DIR (a folder holding {', '.join(files)})", "$GANFORGE_DATA=DIR"]
+    if apt:
+        ways.append(f"'apt-get install {apt}'")
+    ways.append("data.download=true while online (torchvision's download)")
+    return f"{name} was not found; provide it by " + ", or ".join(ways)

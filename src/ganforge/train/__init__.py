@@ -1,0 +1,1 @@
+"""Training: one D step and one G step (step.py), the loop (loop.py), checkpoints."""

@@ -1,0 +1,202 @@
+"""Checkpoints: safetensors for tensors, JSON for the rest, a SHA-256 manifest, atomic swap.
+
+Layout of ``RUN_DIR/checkpoints/<tag>/``: ``g.safetensors``, ``d.safetensors``,
+``state.safetensors`` (optimizer tensors, RNG states), ``state.json`` (counters, optimizer
+hyperparameters) and ``manifest.json`` (hash of each file, written last). A new checkpoint is
+written into a temporary folder, synced, and renamed over the old one; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+from .step import Models
+
+FORMAT = 1
+FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous CPU tensors that share no memory
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def _split_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """An optimizer's state as (tensors, JSON-able rest)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for k, v in entry.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, k = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str, Any]) -> Path:
+    """Write checkpoint ``tag`` atomically; the previous one stays until the new is complete."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / tag
+    tmp = ckpt_dir / f".tmp-{tag}-{os.getpid()}"
+    old = ckpt_dir / f".old-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        opt_g, meta_g = _split_optimizer("opt_g", models.opt_g)
+        opt_d, meta_d = _split_optimizer("opt_d", models.opt_d)
+        state = {**opt_g, **opt_d, "rng.torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["rng.cuda"] = torch.cuda.get_rng_state()
+        save_file(_tensors(models.g.state_dict()), tmp / "g.safetensors")
+        save_file(_tensors(models.d.state_dict()), tmp / "d.safetensors")
+        save_file(_tensors(state), tmp / "state.safetensors")
+        meta = {"format": FORMAT, **counters, "optim": {"g": meta_g, "d": meta_d}}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        for name in FILES:
+            _fsync_file(tmp / name)
+        manifest = {"format": FORMAT, "files": {n: _sha256(tmp / n) for n in FILES}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _fsync_file(tmp / "manifest.json")
+        _fsync_dir(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(ckpt_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"could not write checkpoint {final} ({e.strerror or e}); the previous one is kept; "
+            "free disk space or choose another --out"
+        ) from None
+    return final
+
+
+def clean_leftovers(ckpt_dir: Path) -> None:
+    """Remove temporary folders of interrupted saves (an ``.old-*`` is kept if it is all)."""
+    if not ckpt_dir.is_dir():
+        return
+    for p in ckpt_dir.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for old in ckpt_dir.glob(".old-*"):
+        final = ckpt_dir / old.name[len(".old-") :]
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # crashed between the two renames: the old one is the good one
+            os.replace(old, final)
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check a checkpoint folder against its manifest; return its state.json."""
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json)") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: manifest.json is corrupted") from None
+    if sorted(files) != sorted(FILES):
+        raise CheckpointError(f"{path}: manifest.json lists unexpected files")
+    for name, digest in files.items():
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: incomplete checkpoint ({name} is missing)")
+        if _sha256(path / name) != digest:
+            raise CheckpointError(f"{path}: {name} fails its SHA-256 check (corrupted)")
+    return json.loads((path / "state.json").read_text())
+
+
+def load_weights(path: Path, name: str, device: torch.device | str = "cpu") -> dict:
+    """The verified state dict of network ``name`` ("g" or "d") in checkpoint ``path``."""
+    verify(path)
+    try:
+        return load_file(path / f"{name}.safetensors", device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read {name}.safetensors ({e})") from None
+
+
+def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
+    """Restore networks, optimizers and RNG states; return the counters of state.json."""
+    meta = verify(path)
+    try:
+        models.g.load_state_dict(load_file(path / "g.safetensors", device=str(device)))
+        models.d.load_state_dict(load_file(path / "d.safetensors", device=str(device)))
+        state = load_file(path / "state.safetensors", device="cpu")
+        opt = meta["optim"]
+        models.opt_g.load_state_dict(_join_optimizer("opt_g", state, opt["g"]))
+        models.opt_d.load_state_dict(_join_optimizer("opt_d", state, opt["d"]))
+    except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: does not match this recipe's networks ({type(e).__name__}); "
+            "resume with the run's own config"
+        ) from None
+    torch.set_rng_state(state["rng.torch"])
+    if "rng.cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng.cuda"])
+    return meta
+
+
+def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -> Path:
+    """The first complete checkpoint of ``prefer`` in a run directory."""
+    ckpt_dir = run_dir / "checkpoints"
+    problems = []
+    for tag in prefer:
+        path = ckpt_dir / tag
+        if not path.exists():
+            continue
+        try:
+            verify(path)
+            return path
+        except CheckpointError as e:
+            problems.append(str(e))
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    raise CheckpointError(
+        f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}); "
+        "train first with 'ganforge train --out DIR'"
+    )

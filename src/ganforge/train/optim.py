@@ -1,0 +1,30 @@
+"""Optimizers as the seeds configure them, including Keras' clipvalue and legacy decay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ..config import OptimConfig
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or RMSprop with the configured hyperparameters."""
+    params = list(params)
+    if cfg.name == "rmsprop":
+        # Keras' RMSprop: eps outside the square root, as torch's; rho is torch's alpha.
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, cfg: OptimConfig, t: int) -> None:
+    """Apply clipping and decay for update number ``t`` (0-based), then step."""
+    if cfg.clip_value is not None:
+        for group in opt.param_groups:
+            torch.nn.utils.clip_grad_value_(group["params"], cfg.clip_value)
+    if cfg.decay:
+        # Keras legacy: lr_t = lr / (1 + decay * iterations); a pure function of t.
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr / (1.0 + cfg.decay * t)
+    opt.step()
