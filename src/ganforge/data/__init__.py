@@ -84,17 +84,20 @@ def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     shape = NATIVE_SHAPES[cfg.name]
     if len(shape) == 3:
         c, h, w = shape
-        shape = (cfg.channels or c, cfg.size or h, cfg.size or w)
+        shape = (cfg.channels or c, (cfg.size or h) + 2 * cfg.pad, (cfg.size or w) + 2 * cfg.pad)
     return shape
 
 
 def _register_all() -> None:
-    from . import generated, images  # noqa: F401  (registers the loaders)
+    from . import folder, generated, images  # noqa: F401  (registers the loaders)
 
 
 # System-wide folders searched per data set after --data and $GANFORGE_DATA (tests patch this).
 SYSTEM_DIRS: dict[str, list[Path]] = {
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+    "mnist": [Path("/usr/share/datasets/mnist")],
+    "svhn": [Path("/usr/share/datasets/svhn")],
+    "cifar10": [Path("/usr/share/datasets/cifar10"), Path("/usr/share/datasets/cifar-10")],
 }
 
 
@@ -131,7 +134,7 @@ def load_data(cfg: DataConfig) -> TensorData:
 
 
 def select(data: TensorData, cfg: DataConfig) -> TensorData:
-    """Class filter, channel conversion, resize and limit: one place for every data set."""
+    """Class filter, limit, channel conversion, resize and padding: one place for every data set."""
     x, labels = data.x, data.labels
     if cfg.classes is not None:
         if labels is None:
@@ -147,6 +150,8 @@ def select(data: TensorData, cfg: DataConfig) -> TensorData:
         x = _convert_channels(x, cfg.channels)
         if cfg.size is not None and tuple(x.shape[-2:]) != (cfg.size, cfg.size):
             x = _resize(x, cfg.size)
+        if cfg.pad:  # black borders: 0 is black in uint8, before scaling to the model's range
+            x = torch.nn.functional.pad(x, (cfg.pad,) * 4)
     return TensorData(x.contiguous(), labels, data.source, cfg.range)
 
 

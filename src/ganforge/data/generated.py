@@ -18,3 +18,41 @@ def gaussian_2d(cfg: DataConfig) -> TensorData:
     b = torch.tensor([1.0, 2.0])
     x = torch.randn(cfg.points, 2, generator=gen) @ a + b
     return TensorData(x, None, "generated")
+
+
+def _ring_means(k: int = 8, radius: float = 1.0) -> torch.Tensor:
+    angle = 2 * torch.pi * torch.arange(k, dtype=torch.float64) / k
+    return (radius * torch.stack([angle.cos(), angle.sin()], 1)).float()
+
+
+def _grid_means(values: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)) -> torch.Tensor:
+    v = torch.tensor(values)
+    return torch.cartesian_prod(v, v)
+
+
+# Gaussian mixtures of the PacGAN / VEEGAN 2-D protocol: (means (K, 2), per-axis std).
+MIXTURES: dict[str, tuple[torch.Tensor, float]] = {
+    "ring-8": (_ring_means(), 0.01),
+    "grid-25": (_grid_means(), 0.05),
+}
+
+
+def _mixture(name: str, cfg: DataConfig) -> TensorData:
+    """A fixed pool of ``data.points`` points, each from a uniformly chosen component."""
+    means, std = MIXTURES[name]
+    gen = torch.Generator().manual_seed(DATA_SEED)
+    component = torch.randint(len(means), (cfg.points,), generator=gen)
+    x = means[component] + std * torch.randn(cfg.points, 2, generator=gen)
+    return TensorData(x, component, "generated")  # labels: the component of each point
+
+
+@dataset("ring-8", (2,))
+def ring_8(cfg: DataConfig) -> TensorData:
+    """8 Gaussians (std 0.01) at angles 2 pi i / 8 on the unit circle (PacGAN's 2D-ring)."""
+    return _mixture("ring-8", cfg)
+
+
+@dataset("grid-25", (2,))
+def grid_25(cfg: DataConfig) -> TensorData:
+    """25 Gaussians (std 0.05) at {-4, -2, 0, 2, 4}^2 (PacGAN's 2D-grid)."""
+    return _mixture("grid-25", cfg)
