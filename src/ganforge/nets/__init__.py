@@ -86,4 +86,4 @@ def sample_noise(
 
 
 # Register the families (import for the side effect).
-from . import mlp  # noqa: E402,F401
+from . import dcgan, keras, mlp, toy  # noqa: E402,F401

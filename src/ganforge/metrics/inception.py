@@ -1,0 +1,142 @@
+"""Inception FID, KID and IS through torch-fidelity (its "inception-v3-compat" extractor).
+
+torch-fidelity reproduces the TensorFlow Inception of the original FID code. Its weights
+(``weights-inception-2015-12-05-6726825d.pth``, about 95 MB) come from, in order:
+``--inception-weights PATH``, torch's hub cache (``$TORCH_HOME/hub/checkpoints``, filled by
+an earlier download), or a download when the host is reachable. Offline and without weights,
+``resolve_weights`` raises a one-line GanforgeError at once, before any sample is made.
+
+Images of any size and 1 or 3 channels are accepted (gray is repeated to RGB); torch-fidelity
+resizes them to 299x299 itself. On CPU this is slow: about 6 GFLOPs per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import GanforgeError
+
+WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE
+EXTRACTOR = "inception-v3-compat"
+INCEPTION_METRICS = ("fid", "kid", "inception-is")
+
+
+class _Images(Dataset):
+    """uint8 (N, C, H, W) images as torch-fidelity wants them: (3, H, W) uint8 items."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.x[i]
+        return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+
+
+def online(url: str = WEIGHTS_URL, timeout: float = 3.0) -> bool:
+    """Whether the weights' host answers a TCP connection within ``timeout`` seconds."""
+    host = urlparse(url).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_weights() -> Path:
+    """Where torch's hub keeps a downloaded copy of the weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+
+
+def resolve_weights(path: str | Path | None) -> Path | None:
+    """The weights file to use; None means download. Fails at once when that cannot work."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise GanforgeError(f"--inception-weights {path}: no such file")
+        return p
+    if hub_weights().is_file():
+        return hub_weights()
+    if not online():
+        raise GanforgeError(
+            "Inception metrics need torch-fidelity's Inception weights and this machine is "
+            f"offline; download {WEIGHTS_URL} elsewhere and pass --inception-weights PATH "
+            f"(or copy it to {hub_weights()}), or use the classifier metrics fd,pr,is,coverage"
+        )
+    return None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inception_metrics(
+    fake: torch.Tensor | str,
+    real: torch.Tensor | str,
+    metrics: tuple[str, ...],
+    weights: Path | None,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """FID / KID / IS of ``fake`` against ``real``: uint8 (N, C, H, W) images or image folders.
+
+    Returns {"fid", "kid", "kid_std", "inception_is", "inception_is_std"} for those asked.
+    """
+    import torch_fidelity
+
+    def as_input(x: torch.Tensor | str) -> Any:
+        return str(x) if isinstance(x, (str, Path)) else _Images(x.cpu())
+
+    sizes = [len(x) for x in (fake, real) if torch.is_tensor(x)]
+    try:
+        out = torch_fidelity.calculate_metrics(
+            input1=as_input(fake),
+            input2=as_input(real),
+            fid="fid" in metrics,
+            kid="kid" in metrics,
+            isc="inception-is" in metrics,
+            feature_extractor=EXTRACTOR,
+            feature_extractor_weights_path=None if weights is None else str(weights),
+            kid_subset_size=min([1000, *sizes]),
+            cuda=torch.device(device).type == "cuda",
+            cache=False,
+            save_cpu_ram=True,  # no DataLoader worker processes (4 of them on 2 cores)
+            verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as e:
+        raise GanforgeError(f"Inception metrics failed: {str(e).splitlines()[0]}") from None
+    names = {
+        "frechet_inception_distance": "fid",
+        "kernel_inception_distance_mean": "kid",
+        "kernel_inception_distance_std": "kid_std",
+        "inception_score_mean": "inception_is",
+        "inception_score_std": "inception_is_std",
+    }
+    return {names[k]: float(v) for k, v in out.items() if k in names}
+
+
+def describe(weights: Path | None) -> dict[str, Any]:
+    """The protocol entry of metrics.json for the Inception extractor."""
+    import torch_fidelity
+
+    path = weights if weights is not None else hub_weights()
+    return {
+        "name": f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR}",
+        "sha256": sha256(path) if path.is_file() else None,
+        "file": str(path),
+        "kid_subset_size": "min(1000, n)",
+        "inception_is_splits": 10,
+    }
