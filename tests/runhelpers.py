@@ -1,0 +1,64 @@
+"""Short real training runs for the report, TensorBoard and ``ganforge runs`` tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ganforge.config import Config, load_config
+from ganforge.data import TensorData
+from ganforge.train.loop import train
+
+
+def gaussian_config(*overrides: str) -> Config:
+    """gaussian-2d on 64 points: 8 steps an epoch, 3 epochs, a record every 4 steps."""
+    base = ["data.points=64", "train.epochs=3", "train.log_every=4", "train.device=cpu"]
+    return load_config("gaussian-2d", [*base, *overrides])
+
+
+def gaussian_run(run_dir: Path, *overrides: str) -> Path:
+    """A finished gaussian-2d run (samples are real-vs-generated scatter plots)."""
+    train(gaussian_config(*overrides), run_dir, verbose=False)
+    return run_dir
+
+
+def tiny_images(n: int = 64) -> TensorData:
+    """``n`` random 1x28x28 uint8 images with labels."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    return TensorData(x, torch.arange(n) % 10, "test")
+
+
+def image_run(run_dir: Path, *overrides: str) -> Path:
+    """A finished vanilla-fmnist run on random images: 6 steps, a 4x4 grid every 2 steps."""
+    base = [
+        "train.batch_size=16",
+        "train.iterations=6",
+        "train.sample_every=2",
+        "train.log_every=2",
+        "train.grid=[4,4]",
+        "train.device=cpu",
+    ]
+    cfg = load_config("vanilla-fmnist", [*base, *overrides])
+    train(cfg, run_dir, verbose=False, data=tiny_images())
+    return run_dir
+
+
+def add_evals(run_dir: Path, fds: list[float], best: int) -> list[dict]:
+    """Append evaluation records (as the metrics code writes them) after the training ones;
+    record number ``best`` is flagged as the best checkpoint."""
+    recs = []
+    for i, fd in enumerate(fds):
+        ev = {"fd": fd, "precision": 0.5 + i / 10, "extra": {"kl": 0.1 * i}, "eval_s": 0.5}
+        recs.append({"step": 8 * (i + 1), "epoch": i + 1, "images": 64 * (i + 1), "eval": ev})
+        recs[-1]["best"] = i == best
+    with open(run_dir / "log.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    return recs
+
+
+def log_records(run_dir: Path) -> list[dict]:
+    """All records of a run's log.jsonl."""
+    return [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
