@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -45,6 +47,33 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file via a synced temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python's and numpy's global generator states, as JSON (torch's go to safetensors)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -94,7 +123,12 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
         save_file(_tensors(models.g.state_dict()), tmp / "g.safetensors")
         save_file(_tensors(models.d.state_dict()), tmp / "d.safetensors")
         save_file(_tensors(state), tmp / "state.safetensors")
-        meta = {"format": FORMAT, **counters, "optim": {"g": meta_g, "d": meta_d}}
+        meta = {
+            "format": FORMAT,
+            **counters,
+            "optim": {"g": meta_g, "d": meta_d},
+            "rng": _rng_state(),
+        }
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
         for name in FILES:
             _fsync_file(tmp / name)
@@ -107,11 +141,15 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
             os.replace(final, old)
         os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
+        if tag == "last" and old.exists():  # the one before stays as a fallback for resume
+            shutil.rmtree(ckpt_dir / "previous", ignore_errors=True)
+            os.replace(old, ckpt_dir / "previous")
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or e
         raise CheckpointError(
-            f"could not write checkpoint {final} ({e.strerror or e}); the previous one is kept; "
+            f"could not write checkpoint {final} ({reason}); the previous one is kept; "
             "free disk space or choose another --out"
         ) from None
     return final
@@ -176,6 +214,8 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
             "resume with the run's own config"
         ) from None
     torch.set_rng_state(state["rng.torch"])
+    if "rng" in meta:
+        _set_rng_state(meta["rng"])
     if "rng.cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng.cuda"])
     return meta

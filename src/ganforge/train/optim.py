@@ -24,7 +24,9 @@ def optimizer_step(opt: torch.optim.Optimizer, cfg: OptimConfig, t: int) -> None
         for group in opt.param_groups:
             torch.nn.utils.clip_grad_value_(group["params"], cfg.clip_value)
     if cfg.decay:
-        # Keras legacy: lr_t = lr / (1 + decay * iterations); a pure function of t.
+        # Keras legacy: lr_t = lr / (1 + decay * iterations); a pure function of t. The base
+        # rate lives in the optimizer's state, where a divergence rollback may have lowered it.
         for group in opt.param_groups:
-            group["lr"] = cfg.lr / (1.0 + cfg.decay * t)
+            base = group.setdefault("base_lr", cfg.lr)
+            group["lr"] = base / (1.0 + cfg.decay * t)
     opt.step()
