@@ -92,7 +92,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
         "cpu",
         "-q",
     ]
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # tiny nets: 1 is faster
     ref = tmp_path / "ref"
     subprocess.run(
         _cli("train", "--out", str(ref), *common), check=True, env=env, capture_output=True
@@ -135,7 +135,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
 def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, code):
     data = write_idx(tmp_path / "fm", n_train=64)
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # tiny nets: 1 is faster
     proc = subprocess.Popen(
         _cli(
             "train",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets train.device")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard events to RUN_DIR/tensorboard (sets train.tensorboard)",
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (launches torchrun; see docs/distributed.md)",
+    )
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="write a grid of samples from a trained generator")
@@ -58,6 +70,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_sample)
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, samples, summary")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--open", action="store_true", help="open it in the default browser")
+    rp.set_defaults(func=cmd_report)
+
+    ru = sub.add_parser("runs", help="list the runs in a folder with their progress and status")
+    ru.add_argument("dir", metavar="DIR", nargs="?", default="runs", help="default: ./runs")
+    ru.set_defaults(func=cmd_runs)
+
+    e = sub.add_parser("evaluate", help="sample quality of a run -> RUN_DIR/metrics.json")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--n", type=int, default=None, help="samples (default 10000; 2-D: 2500)")
+    e.add_argument("--reference", choices=("test", "train"), default="test", help="real split")
+    e.add_argument(
+        "--metrics",
+        default=None,
+        help="comma list of fd,pr,is,coverage | fid,kid,inception-is | points "
+        "(default: the classifier set where an evaluator exists, points for 2-D data)",
+    )
+    e.add_argument("--checkpoint", choices=("best", "last"), default=None, help="default: best")
+    e.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    e.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity Inception .pth")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.set_defaults(func=cmd_evaluate)
+
+    ev = sub.add_parser("evaluator", help="domain classifiers behind FD, precision/recall, IS")
+    ev_sub = ev.add_subparsers(dest="evaluator_command", metavar="ACTION")
+    evt = ev_sub.add_parser("train", help="train and cache the evaluator of a labelled data set")
+    evt.add_argument("--dataset", required=True, help="e.g. fashion-mnist, mnist, svhn, cifar10")
+    evt.add_argument("--data", metavar="PATH", help="where the data set is (as for train)")
+    evt.add_argument("--out", metavar="DIR", help="folder to write to (default: the cache)")
+    evt.set_defaults(func=cmd_evaluator_train)
     return p
 
 
@@ -87,7 +132,13 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="ganforge recipes")
     for col in ("recipe", "data", "shape", "G params", "D params", "source"):
-        table.add_column(col, justify="right" if "params" in col else "left")
+        # names and counts are what the table is for: never wrap or cut them
+        table.add_column(
+            col,
+            justify="right" if "params" in col else "left",
+            no_wrap=col != "source",
+            min_width=len(col),
+        )
     for name in recipe_names():
         cfg = load_config(name)
         shape = data_shape(cfg.data)
@@ -98,7 +149,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             "x".join(map(str, shape)),
             f"{count_params(g):,}",
             f"{count_params(d):,}",
-            cfg.source,
+            cfg.source.split(" (")[0],  # the short name; --show prints the whole config
         )
     console.print(table)
     return 0
@@ -125,6 +176,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.seed={args.seed}")
     if args.device:
         overrides.append(f"train.device={args.device}")
+    if args.tensorboard:
+        overrides.append("train.tensorboard=true")
+    if args.nproc is not None:
+        return _launch_torchrun(args)
 
     if args.resume:
         if args.recipe or args.out:
@@ -135,6 +190,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = read_config(run_dir / "config.yaml", overrides)
     else:
         cfg = load_config(args.recipe, overrides)
+        if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise GanforgeError(
+                "under torchrun give --out DIR: every process must name the same run directory"
+            )
         run_dir = Path(args.out) if args.out else _new_run_dir(cfg.recipe)
         if (run_dir / "config.yaml").exists():
             raise GanforgeError(
@@ -142,11 +201,40 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "or choose another --out"
             )
     result = train(cfg, run_dir, resume=bool(args.resume), verbose=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 speaks for the job
     print(
         f"done: {result['steps']:,} steps, {result['images']:,} images in "
         f"{result['wall_s']:.1f} s ({result['img_s']:,.0f} img/s); run directory: {run_dir}"
     )
     return 0
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``train --nproc N``: run the same command under torchrun (--standalone) on N processes."""
+    import subprocess
+
+    if args.nproc < 1:
+        raise GanforgeError(f"--nproc {args.nproc}: the number of processes must be positive")
+    if "WORLD_SIZE" in os.environ:
+        raise GanforgeError("--nproc launches torchrun itself; drop it when already under torchrun")
+    argv = list(args.argv)
+    i = argv.index("train")
+    rest, drop = [], False
+    for a in argv[i + 1 :]:  # the same arguments without --nproc N / --nproc=N
+        if drop:
+            drop = False
+        elif a == "--nproc":
+            drop = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    if not args.resume and not args.out:
+        from .config import load_config
+
+        rest += ["--out", str(_new_run_dir(load_config(args.recipe).recipe))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(args.nproc), "-m", "ganforge", *argv[:i], "train", *rest]
+    return subprocess.call(cmd)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -183,9 +271,87 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a run's self-contained HTML report; optionally open it in a browser."""
+    import webbrowser
+
+    from .report.html import write_report
+
+    path = write_report(Path(args.run_dir))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if args.open:
+        try:
+            opened = webbrowser.open(path.resolve().as_uri())
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            print("no browser could be started here; open the file yourself")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Table of the runs under DIR: recipe, progress, FD, wall time, status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report.runlog import hms
+    from .report.runs import list_runs
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise GanforgeError(f"{root}: no such folder (train a run with 'ganforge train' first)")
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs in {root}")
+        return 0
+    table = Table(title=f"ganforge runs in {root}")
+    for col in ("run", "recipe", "steps", "last FD", "best FD", "wall time", "status"):
+        table.add_column(col, justify="right" if col in ("steps", "wall time") else "left")
+    colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for r in runs:
+        steps = f"{r.steps:,} / {r.total:,}" if r.total else f"{r.steps:,} / ?"
+        fd = ["-" if v is None else f"{v:.3f}" for v in (r.last_fd, r.best_fd)]
+        status = f"[{colors.get(r.status, 'white')}]{r.status}[/]"
+        table.add_row(r.name, r.recipe, steps, *fd, hms(r.wall_s), status)
+    Console().print(table)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Write RUN_DIR/metrics.json: the metrics of the best (or last) generator, with protocol."""
+    from .metrics.evaluate import evaluate_run
+
+    if args.n is not None and args.n < 10:
+        raise GanforgeError(f"--n {args.n}: use at least 10 samples")
+    out, result = evaluate_run(
+        Path(args.run_dir),
+        checkpoint=args.checkpoint,
+        device=args.device,
+        metrics=args.metrics,
+        n=args.n,
+        reference=args.reference,
+        seed=args.seed,
+        inception_weights=args.inception_weights,
+    )
+    shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+    ck = result["protocol"]["checkpoint"]
+    print(f"wrote {out} ({ck['tag']} checkpoint, step {ck['step']}, n={result['protocol']['n']})")
+    return 0
+
+
+def cmd_evaluator_train(args: argparse.Namespace) -> int:
+    """Train the domain classifier of a data set and store it (cache, or --out)."""
+    from .metrics.features import build_evaluator
+
+    build_evaluator(args.dataset, args.data, Path(args.out) if args.out else None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -193,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except GanforgeError as e:
         print(f"ganforge: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130

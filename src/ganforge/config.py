@@ -37,6 +37,8 @@ class DataConfig:
     classes: tuple[int, ...] | None = None  # keep only these labels (labelled sets)
     size: int | None = _f(None, gt=0)  # resize (and center-crop) images to size x size
     channels: int | None = _f(None, choices=(1, 3))  # convert to grayscale or RGB
+    pad: int = _f(0, ge=0)  # zero-pad images on each side by this many pixels, in black
+    skip_bad: bool = False  # image folders: skip unreadable files (counted) instead of failing
     range: str = _f("tanh", choices=("tanh", "unit"))  # tanh: [-1, 1]; unit: [0, 1]
     shuffle: bool = True  # False walks the data in order, wrapping around (seed 003)
     download: bool = True  # allow torchvision's download when no local copy is found
@@ -98,9 +100,29 @@ class TrainConfig:
     seed: int = _f(0, ge=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))
+    threads: int | None = _f(None, gt=0)  # CPU: torch intra-op threads; None = torch's own
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
     grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
+    checkpoint_every: int | None = _f(None, gt=0)  # steps between checkpoints; None = samples'
+    rollback: int = _f(0, ge=0, le=3)  # on divergence, retry from the last checkpoint at half
+    # the learning rate, at most this many times (0 = stop with an error at once)
+    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard
+    report: bool = True  # write RUN_DIR/report.html when training ends
+    batch_per_rank: bool = False  # under torchrun: batch_size is per process, not global
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over all processes
+    dist_timeout: float = _f(900.0, gt=0)  # seconds a collective may wait before failing
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sample-quality evaluation during training (``ganforge.metrics``); off by default."""
+
+    every: int | None = _f(None, gt=0)  # steps between evaluations (and at the end); None = off
+    n: int | None = _f(None, gt=0)  # samples per evaluation; None = 10,000 images / 2,500 points
+    metrics: tuple[str, ...] | None = None  # e.g. [fd, pr, is, coverage]; None = the data's set
+    reference: str = _f("test", choices=("test", "train"))  # real split compared against
+    seed: int = _f(0, ge=0)  # seed of the evaluation noise (the same at every evaluation)
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimPair = field(default_factory=OptimPair)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 DEFAULT_RECIPE = "vanilla-fmnist"
@@ -274,12 +297,13 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Iterable[str]) -> dic
     for item in overrides:
         path, value = _parse_override(item)
         node = raw
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part} is a value, not a group")
+                group = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {item!r}: {group} is a value, not a group")
             node = child
         node[path[-1]] = value
     return raw
@@ -321,7 +345,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
 
 
 def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:

@@ -7,10 +7,11 @@ checkpoint sees the same batches and noise as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 import platform
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +20,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import nets
+from .. import distributed, nets
 from ..config import Config, save_config
 from ..data import TensorData, load_data
-from ..errors import ConfigError, DataError, GanforgeError
+from ..distributed import Dist
+from ..errors import CheckpointError, ConfigError, DataError
+from ..metrics.evaluate import TrainingEval
+from ..report.html import report_after_training
+from ..report.runlog import status_of_exception, write_status
 from ..summary import summarize
+from ..tb import TensorBoard
 from ..visual import render
-from .checkpoint import clean_leftovers, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, clean_leftovers, load_checkpoint, save_checkpoint
+from .guard import Diverged, Preempted, RunLock, StopSignals, check_losses, check_parameters
 from .optim import make_optimizer
 from .progress import Progress
-from .step import Models, train_step
+from .step import Models, set_threads, train_step
 
 # Independent random streams derived from the one seed.
 STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_SAMPLE = 0, 1, 2, 3
@@ -72,8 +79,9 @@ class Length:
     sample_every: int
 
     @classmethod
-    def of(cls, cfg: Config, n: int) -> Length:
-        spe = n // cfg.train.batch_size  # the last partial batch is dropped (BatchNorm)
+    def of(cls, cfg: Config, n: int, batch: int | None = None) -> Length:
+        # batch: the global batch over all processes (default train.batch_size)
+        spe = n // (batch or cfg.train.batch_size)  # the last partial batch is dropped (BatchNorm)
         if spe == 0:
             raise DataError(
                 f"train.batch_size={cfg.train.batch_size} is larger than the data set "
@@ -85,7 +93,10 @@ class Length:
 
 def build_models(cfg: Config, shape: tuple[int, ...], device: torch.device) -> Models:
     """G, D (seeded init) and their optimizers, on ``device``."""
-    torch.manual_seed(mix_seed(cfg.train.seed, STREAM_INIT))
+    init_seed = mix_seed(cfg.train.seed, STREAM_INIT)
+    torch.manual_seed(init_seed)
+    random.seed(init_seed)  # the global generators too, so that all state is the seed's
+    np.random.seed(init_seed % 2**32)
     g = nets.build_generator(cfg.model, shape).to(device)
     d = nets.build_discriminator(cfg.model, shape).to(device)
     return Models(
@@ -114,8 +125,41 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log records written after the checkpoint a run resumes from."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a crash mid-write
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _resume_point(
+    run_dir: Path, models: Models, device: torch.device, say, clean: bool = True
+) -> dict[str, Any]:
+    """Load the newest good checkpoint (last, else previous); counters of step 0 if none."""
+    ckpt_dir = run_dir / "checkpoints"
+    if clean:  # under torchrun only rank 0 touches the run directory
+        clean_leftovers(ckpt_dir)
+    for tag in ("last", "previous"):
+        path = ckpt_dir / tag
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path, models, device)
+        except CheckpointError as e:
+            say(f"warning: skipping checkpoint {path}: {e}")
+    say(f"warning: {run_dir} has no usable checkpoint; starting from step 0")
+    return {"step": 0}
+
+
+def _scale_lr(models: Models, factor: float) -> None:
+    """Multiply both optimizers' learning rates (kept in their state, so it survives resume)."""
+    for opt in (models.opt_g, models.opt_d):
+        for group in opt.param_groups:
+            group["lr"] *= factor
+            group["base_lr"] = group.get("base_lr", group["lr"] / factor) * factor
 
 
 def train(
@@ -125,109 +169,225 @@ def train(
     verbose: bool = True,
     data: TensorData | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir``; resume from its last checkpoint when ``resume``.
+    """Train ``cfg`` into ``run_dir``; resume from its last good checkpoint when ``resume``.
 
-    Returns a summary: steps, images, wall time, images/s, final losses, run directory.
+    Holds the run directory's lock throughout; SIGTERM/SIGINT end the current step, save a
+    checkpoint and raise ``Preempted``; a non-finite loss or parameter raises ``Diverged``
+    (after up to ``train.rollback`` automatic retries from the last checkpoint at half the
+    learning rate). Returns a summary: steps, images, wall time, images/s, final losses.
     """
-    device = resolve_device(cfg.train.device)
-    data = (data or load_data(cfg.data)).to(device)
-    length = Length.of(cfg, len(data))
+    # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
+    dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
+    try:
+        with RunLock(run_dir) if dist.main else contextlib.nullcontext():
+            device = dist_device or resolve_device(cfg.train.device)
+            set_threads(cfg, device)  # train.threads (CPU)
+            data = (data or load_data(cfg.data)).to(device)
+            batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
+            length = Length.of(cfg, len(data), batch)
+            with StopSignals() as stop:
+                return _train(
+                    cfg, run_dir, resume, verbose and dist.main, data, length, device, stop, dist
+                )
+    finally:
+        if dist.active:
+            distributed.shutdown()
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    verbose: bool,
+    data: TensorData,
+    length: Length,
+    device: torch.device,
+    stop: StopSignals,
+    dist: Dist | None = None,
+) -> dict[str, Any]:
+    dist = dist or Dist()
     models = build_models(cfg, data.shape, device)
+    main = dist.main  # the one process that writes the run directory
+    if dist.active and cfg.train.sync_bn:
+        models.g = distributed.sync_batchnorm(models.g, device)
+        models.d = distributed.sync_batchnorm(models.d, device)
     ckpt_dir = run_dir / "checkpoints"
-
-    start = 0
+    progress = Progress(length.total, 0, length.steps_per_epoch, enabled=verbose)
+    counters: dict[str, Any] = {"step": 0}
     if resume:
-        clean_leftovers(ckpt_dir)
-        last = ckpt_dir / "last"
-        if not last.exists():
-            raise GanforgeError(f"{run_dir}: nothing to resume (no checkpoints/last)")
-        start = load_checkpoint(last, models, device)["step"]
-        _truncate_log(run_dir / "log.jsonl", start)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    summary_text = write_summary(cfg, models, data.shape, run_dir / "summary.txt")
-
-    progress = Progress(length.total, start, length.steps_per_epoch, enabled=verbose)
+        if dist.active:  # rank 0 tidies interrupted saves before anyone reads
+            if main:
+                clean_leftovers(ckpt_dir)
+            dist.barrier()
+        counters = _resume_point(run_dir, models, device, progress.message, not dist.active)
+        if main:
+            _truncate_log(run_dir / "log.jsonl", counters["step"])
+    # `models` keeps the plain modules (checkpoints, samples); the step sees DDP wrappers.
+    step_models = models
+    if dist.active:
+        step_models = Models(
+            distributed.wrap(models.g, dist, device),
+            distributed.wrap(models.d, dist, device),
+            models.opt_g,
+            models.opt_d,
+        )
+    start = counters["step"]
+    progress.start_step = start
+    rollbacks = counters.get("rollbacks", 0)
+    summary_text = ""
+    if main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        summary_text = write_summary(cfg, models, data.shape, run_dir / "summary.txt")
     if verbose:
         ng, nd = nets.count_params(models.g), nets.count_params(models.d)
         progress.message(
             f"ganforge: recipe {cfg.recipe}, {len(data):,} examples from {data.source}, "
             f"G {ng:,} / D {nd:,} parameters, {device.type}, {cfg.train.precision}"
         )
-        if resume:
+        if start:
             progress.message(f"resuming at step {start} of {length.total}")
-    (run_dir / "env.json").write_text(json.dumps(_environment(device), indent=1))
+    if main:
+        env = _environment(device)
+        env["world_size"] = dist.world
+        atomic_write_text(run_dir / "env.json", json.dumps(env, indent=1))
 
-    b, seed = cfg.train.batch_size, cfg.train.seed
+    # b: the global batch (all ranks); each rank trains on its slice of it
+    b = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)[0]
+    seed = cfg.train.seed
     grid_n = cfg.train.grid[0] * cfg.train.grid[1]
     z_fixed = fixed_noise(cfg, grid_n, device)
     real_ref = data.x[: grid_n * 10].float() if not data.is_image else None  # scatter backdrop
+    every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
+    ckpt_every = cfg.train.checkpoint_every or length.sample_every
     order_epoch, order = -1, None
     sums: dict[str, torch.Tensor] = {}
     window_steps, t_window = 0, time.perf_counter()
     t_start, last_rec = time.perf_counter(), None
-    log = open(run_dir / "log.jsonl", "a")
+    tb = TensorBoard(run_dir, cfg.train.tensorboard and main, start)  # no-op unless asked
+    if main:
+        write_status(
+            run_dir, "running", total_steps=length.total, steps_per_epoch=length.steps_per_epoch
+        )
+    evaluator = TrainingEval.of(cfg, run_dir, device) if main else None  # eval.every
+    log_path = run_dir / "log.jsonl" if main else Path(os.devnull)
+    log = open(log_path, "a")
+    agreed_stop = False  # under torchrun: a stop request agreed by all ranks
+
+    def checkpoint(done: int, epoch: int) -> None:
+        check_parameters({"generator": models.g, "discriminator": models.d}, done)
+        if not main:
+            return
+        save_checkpoint(
+            ckpt_dir,
+            "last",
+            models,
+            {
+                "step": done,
+                "images": done * b,
+                "epoch": epoch,
+                "rollbacks": rollbacks,
+            },
+        )
+
     try:
-        for step in range(start, length.total):
+        step = start
+        while step < length.total:
             epoch, pos = divmod(step, length.steps_per_epoch)
             if epoch != order_epoch:
                 order = epoch_order(seed, epoch, len(data), cfg.data.shuffle).to(device)
                 order_epoch = epoch
-            real = data.batch(order[pos * b : (pos + 1) * b])
+            # the global batch's indices and noise; dist.shard keeps this rank's slice
+            real = data.batch(dist.shard(order[pos * b : (pos + 1) * b]))
             gen = torch.Generator(device).manual_seed(mix_seed(seed, STREAM_NOISE, step))
             z = nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, device)
+            z = dist.shard(z)
             label_noise = None
             if cfg.loss.label_noise:
                 noise = torch.rand(2, b, 1, generator=gen, device=device) * cfg.loss.label_noise
+                noise = dist.shard(noise, dim=1)
                 label_noise = (noise[0], noise[1])
-            out = train_step(models, cfg, real, z, step, label_noise)
+            out = train_step(step_models, cfg, real, z, step, label_noise)
+            done = step + 1
+            log_now = done % cfg.train.log_every == 0 or done == length.total
+            try:
+                if every_step_check or log_now:
+                    if dist.active:
+                        agreed_stop = distributed.check_step(dist, out, done, stop.requested)
+                    else:
+                        check_losses(out, done)
+            except Diverged as e:
+                if rollbacks >= cfg.train.rollback:
+                    raise
+                rollbacks += 1
+                counters = _resume_point(run_dir, models, device, progress.message, main)
+                _scale_lr(models, 0.5)
+                progress.message(
+                    f"{e}; rollback {rollbacks}/{cfg.train.rollback} to step "
+                    f"{counters['step']} at half the learning rate"
+                )
+                log.close()
+                if main:
+                    _truncate_log(run_dir / "log.jsonl", counters["step"])
+                log = open(log_path, "a")
+                step, order_epoch, sums, window_steps = counters["step"], -1, {}, 0
+                continue
             for k, v in out.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             window_steps += 1
-            done = step + 1
 
-            if done % cfg.train.log_every == 0 or done == length.total:
+            if log_now:
+                if dist.active:  # losses and D outputs averaged over ranks, at log steps only
+                    sums = dict(zip(sums, dist.mean(torch.stack(list(sums.values()))), strict=True))
                 now = time.perf_counter()
                 rec = {"step": done, "epoch": epoch + 1, "images": done * b}
                 rec.update({k: float(v) / window_steps for k, v in sums.items()})
-                if not all(math.isfinite(rec[k]) for k in out):
-                    raise GanforgeError(
-                        f"training diverged at step {done}: a loss is not finite "
-                        f"({', '.join(f'{k}={rec[k]}' for k in out)}); try a lower learning rate"
-                    )
                 rec["img_s"] = window_steps * b / max(now - t_window, 1e-9)
                 rec["time"] = round(now - t_start, 3)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
+                tb.sync()
                 progress.update(rec)
                 sums, window_steps, t_window, last_rec = {}, 0, now, rec
 
-            if done % length.sample_every == 0 or done == length.total:
+            if main and (done % length.sample_every == 0 or done == length.total):
                 if cfg.train.sample_every is None and done % length.steps_per_epoch == 0:
                     name = f"epoch_{done // length.steps_per_epoch:04d}.png"
                 else:
                     name = f"step_{done:06d}.png"
-                save_samples(
-                    models.g,
-                    z_fixed,
-                    run_dir / "samples" / name,
-                    cfg,
-                    real_ref,
-                    title=f"step {done}",
-                )
-                save_checkpoint(
-                    ckpt_dir, "last", models, {"step": done, "images": done * b, "epoch": epoch + 1}
-                )
+                path = run_dir / "samples" / name
+                save_samples(models.g, z_fixed, path, cfg, real_ref, title=f"step {done}")
+                tb.image(path, done)
+            stopping = agreed_stop if dist.active else stop.requested
+            if done % ckpt_every == 0 or done == length.total or stopping:
+                checkpoint(done, epoch + 1)
+
+            if evaluator is not None and evaluator.due(done, length.total):  # eval.every
+                ev_counters = {"step": done, "epoch": epoch + 1, "images": done * b}
+                rec = evaluator.run(models, ckpt_dir, ev_counters)  # also saves "best"
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                progress.message(evaluator.describe(rec))
+            if stopping:
+                raise Preempted(distributed.stop_signal(stop.signum), done, run_dir)
+            step = done
+    except BaseException as exc:
+        if main:
+            write_status(run_dir, status_of_exception(exc), error=str(exc) or type(exc).__name__)
+        raise
     finally:
         log.close()
+        tb.close()
         progress.close()
 
     wall = time.perf_counter() - t_start
-    final = run_dir / ("final.png")
-    save_samples(models.g, z_fixed, final, cfg, real_ref, title="final")
+    if main:
+        save_samples(models.g, z_fixed, run_dir / "final.png", cfg, real_ref, title="final")
+        write_status(run_dir, "finished")
+        if cfg.train.report:
+            report_after_training(run_dir, progress.message)
     steps = length.total - start
-    result = {
+    return {
         "run_dir": str(run_dir),
         "steps": length.total,
         "images": length.total * b,
@@ -235,9 +395,9 @@ def train(
         "img_s": round(steps * b / wall, 1) if wall > 0 else None,
         "loss_d": last_rec["loss_d"] if last_rec else None,
         "loss_g": last_rec["loss_g"] if last_rec else None,
+        "rollbacks": rollbacks,
         "summary": summary_text,
     }
-    return result
 
 
 def save_samples(
