@@ -1,0 +1,271 @@
+"""Training speed: ganforge's engine against the tutorials' loop, FLOP rate, eval speed.
+
+    .venv/bin/python benchmarks/perf.py                  # all recipes, fp32 and bf16
+    .venv/bin/python benchmarks/perf.py --recipes vanilla-fmnist --precisions fp32
+
+Each (recipe, precision) runs in its own child process, so that the peak RSS printed is that
+configuration's alone. In the child, baseline and engine repeats are interleaved (B E B E ...)
+to share the machine's noise, and the median images/s of each is printed.
+
+baseline: a torchvision DataLoader over PIL images with ToTensor + Normalize per image,
+  shuffle=True, and G run a second time for G's step (the seeds' loop).
+engine:   ganforge.train.step.train_step over device-resident TensorData, batches indexed
+  the way train/loop.py indexes them (a seeded permutation), noise from a per-step generator.
+Both use the recipe's nets from ganforge.train.loop.build_models, batch size and precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms
+
+from ganforge import nets
+from ganforge.config import Config, load_config
+from ganforge.data import TensorData, load_data
+from ganforge.train.loop import STREAM_NOISE, build_models, epoch_order, mix_seed
+from ganforge.train.step import autocast, set_threads, train_step
+
+RECIPES = ("vanilla-fmnist", "dcgan-mnist", "dcgan-64")
+STEPS = {"vanilla-fmnist": 40, "dcgan-mnist": 4, "dcgan-64": 1}  # timed steps per repeat
+
+
+class PILImages(Dataset):
+    """Images kept as uint8 arrays and turned into PIL images per item, as torchvision's MNIST."""
+
+    def __init__(self, x: torch.Tensor, tf: transforms.Compose) -> None:
+        self.x, self.tf = x.numpy(), tf  # (N, C, H, W) uint8
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        a = self.x[i]
+        img = (
+            Image.fromarray(a[0], mode="L")
+            if a.shape[0] == 1
+            else Image.fromarray(a.transpose(1, 2, 0), mode="RGB")
+        )
+        return self.tf(img)
+
+
+def recipe_data(recipe: str, n: int) -> tuple[Config, TensorData, str]:
+    """The recipe's config (CPU) and ``n`` training images, with a note on their origin."""
+    over = ["train.device=cpu"]
+    if recipe == "dcgan-64":  # no real 64x64 set on this machine: random uint8 images
+        cfg = load_config(recipe, over)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=gen)
+        return cfg, TensorData(x, None, "random"), "random uint8 3x64x64"
+    over.append("data.name=fashion-mnist")  # dcgan-mnist on Fashion-MNIST: the same shape
+    cfg = load_config(recipe, over + ["data.download=false", f"data.limit={n}"])
+    return cfg, load_data(cfg.data), "Fashion-MNIST"
+
+
+def baseline(cfg: Config, data: TensorData, steps: int) -> float:
+    """Images/s of the tutorials' loop over ``steps`` batches (after one warm-up batch)."""
+    m = build_models(cfg, data.shape, torch.device("cpu"))
+    c = data.shape[0]
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5] * c, [0.5] * c)])
+    loader = DataLoader(
+        PILImages(data.x, tf), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True
+    )
+    amp = autocast(torch.device("cpu"), cfg.train.precision)
+    b, zd = cfg.train.batch_size, cfg.model.z_dim
+    t0, done = 0.0, -1
+    while done < steps:
+        for real in loader:
+            if done == 0:
+                t0 = time.perf_counter()  # the first batch warms up
+            z = torch.randn(b, zd)
+            with amp:
+                fake = m.g(z)
+                rl, fl = m.d(real), m.d(fake.detach())
+                loss_d = F.binary_cross_entropy_with_logits(
+                    rl.float(), torch.ones_like(rl.float())
+                ) + F.binary_cross_entropy_with_logits(fl.float(), torch.zeros_like(fl.float()))
+            m.opt_d.zero_grad()
+            loss_d.backward()
+            m.opt_d.step()
+            with amp:
+                gl = m.d(m.g(z)).float()  # G runs a second time
+                loss_g = F.binary_cross_entropy_with_logits(gl, torch.ones_like(gl))
+            m.opt_g.zero_grad()
+            loss_g.backward()
+            m.opt_g.step()
+            loss_d.item(), loss_g.item()  # the tutorials print or accumulate these
+            done += 1
+            if done >= steps:
+                break
+    return steps * b / (time.perf_counter() - t0)
+
+
+def engine_batches(cfg: Config, data: TensorData, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loop's real batch and noise of ``step`` (as train/loop.py makes them)."""
+    b = cfg.train.batch_size
+    spe = len(data) // b
+    epoch, pos = divmod(step, spe)
+    order = epoch_order(cfg.train.seed, epoch, len(data), True)
+    real = data.batch(order[pos * b : (pos + 1) * b])
+    gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, STREAM_NOISE, step))
+    return real, nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
+
+
+def engine(cfg: Config, data: TensorData, steps: int) -> float:
+    """Images/s of ganforge's train_step with the loop's batching (after one warm-up step)."""
+    m = build_models(cfg, data.shape, torch.device("cpu"))
+    b = cfg.train.batch_size
+    spe = len(data) // b
+    order, t0, sums = None, 0.0, None
+    for step in range(steps + 1):
+        if step == 1:
+            t0 = time.perf_counter()
+        epoch, pos = divmod(step, spe)
+        if pos == 0 or order is None:
+            order = epoch_order(cfg.train.seed, epoch, len(data), True)
+        real = data.batch(order[pos * b : (pos + 1) * b])
+        gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, STREAM_NOISE, step))
+        z = nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
+        out = train_step(m, cfg, real, z, step)
+        sums = out if sums is None else {k: sums[k] + v for k, v in out.items()}
+    float(sums["loss_d"])  # the loop reads the sums once per log window
+    return steps * b / (time.perf_counter() - t0)
+
+
+def step_flops(cfg: Config, data: TensorData) -> int:
+    """FLOPs of one engine training step (forward, backward; matmuls and convolutions)."""
+    m = build_models(cfg, data.shape, torch.device("cpu"))
+    real, z = engine_batches(cfg, data, 0)
+    with FlopCounterMode(display=False) as fc:
+        train_step(m, cfg, real, z, 0)
+    return fc.get_total_flops()
+
+
+def mm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large square matrix product in ``dtype``: the best of ``reps``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def eval_speed(cfg: Config) -> dict[str, float]:
+    """Seconds to set up FD (reference features) and to score one G on 10,000 samples."""
+    from ganforge.metrics.evaluate import Evaluation
+
+    t = time.perf_counter()
+    ev = Evaluation(cfg, metrics=("fd",), n=10_000, device="cpu")
+    setup = time.perf_counter() - t
+    g = build_models(cfg, (1, 28, 28), torch.device("cpu")).g
+    t = time.perf_counter()
+    fd = ev(g)["fd"]
+    return {"eval_setup_s": setup, "eval_s": time.perf_counter() - t, "fd_untrained": fd}
+
+
+def child(recipe: str, precision: str, repeats: int, do_eval: bool, threads: int | None) -> dict:
+    """One configuration, measured in this process; returns a JSON-able row."""
+    steps = STEPS[recipe]
+    cfg0, data, source = recipe_data(recipe, 0 if recipe == "dcgan-64" else 60_000)
+    if recipe == "dcgan-64":
+        cfg0, data, source = recipe_data(recipe, cfg0.train.batch_size * (steps + 2))
+    over = [f"train.precision={precision}", "train.device=cpu"]
+    over += [f"train.threads={threads}"] if threads else []
+    cfg = load_config(recipe, over + (["data.name=fashion-mnist"] if recipe != "dcgan-64" else []))
+    set_threads(cfg, torch.device("cpu"))  # the engine's setting, for both loops
+    base, eng = [], []
+    for _ in range(repeats):  # interleaved
+        base.append(baseline(cfg, data, steps))
+        eng.append(engine(cfg, data, steps))
+    flops = step_flops(cfg, data)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = mm_peak(dtype)
+    e = statistics.median(eng)
+    row = {
+        "recipe": recipe,
+        "precision": precision,
+        "data": source,
+        "batch": cfg.train.batch_size,
+        "threads": torch.get_num_threads(),
+        "baseline_img_s": statistics.median(base),
+        "engine_img_s": e,
+        "baseline_all": base,
+        "engine_all": eng,
+        "gflop_step": flops / 1e9,
+        "mm_peak_gflops": peak / 1e9,
+        "achieved_gflops": flops / cfg.train.batch_size * e / 1e9,
+        "load": os.getloadavg()[0],
+    }
+    row["ratio"] = e / row["baseline_img_s"]
+    row["peak_fraction"] = row["achieved_gflops"] / row["mm_peak_gflops"]
+    if do_eval and recipe != "dcgan-64":
+        row.update(eval_speed(cfg))
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, help="train.threads for both loops (default torch's)")
+    p.add_argument("--eval", action="store_true", help="also time FD on 10,000 samples")
+    p.add_argument("--child", nargs=2, metavar=("RECIPE", "PRECISION"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(child(*a.child, a.repeats, a.eval, a.threads)))
+        return
+    hdr = (
+        f"{'recipe':15} {'prec':5} {'base img/s':>10} {'engine img/s':>12} {'ratio':>6} "
+        f"{'GFLOP/s':>8} {'mm peak':>8} {'frac':>6} {'RSS MB':>7} {'load':>5}"
+    )
+    print(hdr)
+    for r in a.recipes:
+        for prec in a.precisions:
+            cmd = [sys.executable, __file__, "--child", r, prec, "--repeats", str(a.repeats)]
+            if a.threads:
+                cmd += ["--threads", str(a.threads)]
+            if a.eval and prec == "fp32":
+                cmd.append("--eval")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"{r:15} {prec:5} {row['baseline_img_s']:10.0f} {row['engine_img_s']:12.0f} "
+                f"{row['ratio']:6.2f} {row['achieved_gflops']:8.1f} "
+                f"{row['mm_peak_gflops']:8.1f} {row['peak_fraction']:6.1%} "
+                f"{row['peak_rss_mb']:7.0f} {row['load']:5.2f}",
+                flush=True,
+            )
+            if "eval_s" in row:
+                print(
+                    f"  FD on 10,000 samples: {row['eval_s']:.1f} s per generator "
+                    f"(+{row['eval_setup_s']:.1f} s once for the reference features)"
+                )
+            print(
+                "  " + json.dumps({k: row[k] for k in ("baseline_all", "engine_all", "data")}),
+                file=sys.stderr,
+            )
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
