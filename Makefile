@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_EPOCHS ?= 15
+DEMO_EPOCHS ?= 12
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint setup data clean
