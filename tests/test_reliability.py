@@ -8,7 +8,6 @@ import pickle
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ganforge.train.guard import EXIT_DIVERGED, Diverged, RunLock, StopSignals
 from ganforge.train.loop import build_models, train
 
 from conftest import write_idx
+from killer import cli, differences, strip_log, train_with_kills
 
 FAST = [
     "train.batch_size=32",
@@ -36,38 +36,11 @@ FAST = [
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _strip(run: Path) -> list[dict]:
-    """Log records without the timing fields (which differ between any two runs)."""
-    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("img_s", "time")} for r in recs]
-
-
 def _assert_same_checkpoint(a: Path, b: Path) -> None:
-    for name in ("g", "d", "state"):
-        ta = load_file(a / "checkpoints" / "last" / f"{name}.safetensors")
-        tb = load_file(b / "checkpoints" / "last" / f"{name}.safetensors")
-        assert ta.keys() == tb.keys()
-        for k in ta:
-            assert torch.equal(ta[k], tb[k]), f"{name}:{k} differs"
-    sa = json.loads((a / "checkpoints" / "last" / "state.json").read_text())
-    sb = json.loads((b / "checkpoints" / "last" / "state.json").read_text())
-    assert sa == sb
-    assert _strip(a) == _strip(b)
+    assert differences(a, b) == []
 
 
 # ---------------------------------------------------------------- exact resume under SIGKILL
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ganforge", *args]
-
-
-def _logged_step(run: Path) -> int:
-    try:
-        lines = (run / "log.jsonl").read_text().splitlines()
-        return json.loads(lines[-1])["step"] if lines else 0
-    except (OSError, ValueError, KeyError):
-        return 0  # not there yet, or a line being written
 
 
 def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
@@ -95,35 +68,12 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # tiny nets: 1 is faster
     ref = tmp_path / "ref"
     subprocess.run(
-        _cli("train", "--out", str(ref), *common), check=True, env=env, capture_output=True
+        cli("train", "--out", str(ref), *common), check=True, env=env, capture_output=True
     )
 
     run = tmp_path / "run"
     rng = random.Random(7)
-    targets = sorted(rng.sample(range(20, total - 20), 6))
-    kills = []
-    for target in [*targets, None]:
-        args = (
-            ["train", "--resume", str(run), "-q"]
-            if (run / "config.yaml").exists()
-            else ["train", "--out", str(run), *common]
-        )
-        proc = subprocess.Popen(
-            _cli(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        if target is None:
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err.decode()
-            break
-        deadline = time.monotonic() + 120
-        while _logged_step(run) < target and proc.poll() is None:
-            assert time.monotonic() < deadline, "training made no progress"
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.02))  # anywhere: mid-step, mid-save, mid-log line
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills.append(_logged_step(run))
+    kills = train_with_kills(run, common, rng.sample(range(20, total - 20), 6), env, rng)
     assert len(kills) == 6
     _assert_same_checkpoint(ref, run)
 
@@ -137,7 +87,7 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, code):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # tiny nets: 1 is faster
     proc = subprocess.Popen(
-        _cli(
+        cli(
             "train",
             "--out",
             str(run),
@@ -237,7 +187,7 @@ def test_nan_loss_stops_in_that_step(tmp_path, tiny_images, monkeypatch):
     assert e.value.exit_code == EXIT_DIVERGED
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
     assert state["step"] == 4  # the last good one; nothing after the NaN was saved
-    assert max(r["step"] for r in _strip(tmp_path / "run")) == 6
+    assert max(r["step"] for r in strip_log(tmp_path / "run")) == 6
 
 
 def test_non_finite_parameters_never_become_a_checkpoint(tmp_path, tiny_images, monkeypatch):
@@ -262,7 +212,7 @@ def test_rollback_retries_at_half_the_learning_rate(tmp_path, tiny_images, monke
     assert result["rollbacks"] == 1 and result["steps"] == 12
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
     assert state["optim"]["g"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
-    assert [r["step"] for r in _strip(tmp_path / "run")] == list(range(1, 13))
+    assert [r["step"] for r in strip_log(tmp_path / "run")] == list(range(1, 13))
 
 
 def test_rollback_gives_up_after_its_limit(tmp_path, tiny_images, monkeypatch):
@@ -274,7 +224,7 @@ def test_rollback_gives_up_after_its_limit(tmp_path, tiny_images, monkeypatch):
         train(cfg, tmp_path / "run", verbose=False, data=tiny_images)
 
 
-def test_divergence_exit_code_from_the_cli(tmp_path, monkeypatch, capsys):
+def test_divergence_exit_code_from_thecli(tmp_path, monkeypatch, capsys):
     data = write_idx(tmp_path / "fm", n_train=64)
     _poison(monkeypatch, at_call=2)
     code = main(
