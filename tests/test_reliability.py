@@ -347,7 +347,7 @@ def test_pickles_are_never_loaded(trained, tmp_path, capsys):
         (last / name).write_bytes(payload)
     # a manifest that vouches for the pickles, so only the format itself protects us
     manifest = json.loads((last / "manifest.json").read_text())
-    manifest["files"].update({n: ckpt._sha256(last / n) for n in manifest["files"]})
+    manifest["files"].update({n: ckpt.sha256_file(last / n) for n in manifest["files"]})
     (last / "manifest.json").write_text(json.dumps(manifest))
     (trained / "checkpoints" / "previous" / "g.safetensors").write_bytes(payload)
     commands = [

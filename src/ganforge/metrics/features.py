@@ -13,7 +13,6 @@ numbers are comparable everywhere), then ``cache_dir()/evaluators/`` (where
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from torch import nn
 
 from ..data import TensorData, cache_dir, scale
 from ..errors import GanforgeError
+from ..train.checkpoint import sha256_file
 
 ARCH = "ganforge-cnn-v1"
 FEATURES = 128  # width of the feature layer: FD over 128 dimensions takes milliseconds
@@ -231,17 +231,13 @@ def train_classifier(
 # ---------------------------------------------------------------- storage and lookup
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_evaluator(net: Classifier, meta: dict[str, Any], folder: Path, dataset: str) -> Path:
     """Write ``folder/DATASET.safetensors`` and its JSON (with the file's SHA-256)."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{dataset}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     save_file(state, weights, metadata={"arch": ARCH, "dataset": dataset})
-    meta = {"dataset": dataset, **meta, "sha256": _sha256(weights)}
+    meta = {"dataset": dataset, **meta, "sha256": sha256_file(weights)}
     (folder / f"{dataset}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return weights
 
@@ -263,7 +259,7 @@ def load_evaluator(dataset: str, device: torch.device | str = "cpu") -> Evaluato
         if not (weights.is_file() and info.is_file()):
             continue
         meta = json.loads(info.read_text())
-        if _sha256(weights) != meta.get("sha256"):
+        if sha256_file(weights) != meta.get("sha256"):
             raise GanforgeError(
                 f"{weights} fails its SHA-256 check (corrupted); delete it and run "
                 f"'ganforge evaluator train --dataset {dataset}'"

@@ -12,7 +12,6 @@ resizes them to 299x299 itself. On CPU this is slow: about 6 GFLOPs per image.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import GanforgeError
+from ..train.checkpoint import sha256_file
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE
@@ -76,14 +76,6 @@ def resolve_weights(path: str | Path | None) -> Path | None:
     return None
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def inception_metrics(
     fake: torch.Tensor | str,
     real: torch.Tensor | str,
@@ -135,7 +127,7 @@ def describe(weights: Path | None) -> dict[str, Any]:
     path = weights if weights is not None else hub_weights()
     return {
         "name": f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR}",
-        "sha256": sha256(path) if path.is_file() else None,
+        "sha256": sha256_file(path) if path.is_file() else None,
         "file": str(path),
         "kid_subset_size": "min(1000, n)",
         "inception_is_splits": 10,

@@ -28,7 +28,8 @@ FORMAT = 1
 FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoints, evaluator weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -132,7 +133,7 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
         for name in FILES:
             _fsync_file(tmp / name)
-        manifest = {"format": FORMAT, "files": {n: _sha256(tmp / n) for n in FILES}}
+        manifest = {"format": FORMAT, "files": {n: sha256_file(tmp / n) for n in FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / "manifest.json")
         _fsync_dir(tmp)
@@ -184,7 +185,7 @@ def verify(path: Path) -> dict[str, Any]:
     for name, digest in files.items():
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: incomplete checkpoint ({name} is missing)")
-        if _sha256(path / name) != digest:
+        if sha256_file(path / name) != digest:
             raise CheckpointError(f"{path}: {name} fails its SHA-256 check (corrupted)")
     return json.loads((path / "state.json").read_text())
 
