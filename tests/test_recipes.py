@@ -97,19 +97,25 @@ def test_cifar_ships_clips_gradients_and_decays_the_learning_rate():
     assert m.opt_d.param_groups[0]["lr"] == pytest.approx(8e-4 / 2)
 
 
+def record_inputs(monkeypatch, builder: str) -> list[torch.Tensor]:
+    """Patch ``nets.<builder>`` so every net it builds records its forward inputs."""
+    seen: list[torch.Tensor] = []
+    build = getattr(nets, builder)
+
+    def recording_build(*args, **kwargs):
+        net = build(*args, **kwargs)
+        net.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach().clone()))
+        return net
+
+    monkeypatch.setattr(nets, builder, recording_build)
+    return seen
+
+
 @pytest.mark.parametrize(
     "name, z_dim, dist", [("dcgan-svhn", 100, "uniform"), ("cifar-ships", 128, "normal")]
 )
 def test_latent_noise_reaching_g(name: str, z_dim: int, dist: str, tmp_path, monkeypatch):
-    seen: list[torch.Tensor] = []
-    build = nets.build_generator
-
-    def recording_build(cfg, shape):
-        g = build(cfg, shape)
-        g.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
-        return g
-
-    monkeypatch.setattr(nets, "build_generator", recording_build)
+    seen = record_inputs(monkeypatch, "build_generator")
     cfg = load_config(name, [*CHEAP_NETS, "train.batch_size=16", "train.iterations=3"])
     train(cfg, tmp_path / "run", verbose=False, data=random_data((3, 32, 32), 32))
     z = torch.cat([s for s in seen if s.abs().sum() > 0])  # the summary's zeros left out
@@ -169,15 +175,7 @@ def test_d_loss_is_the_seeds(name: str):
 
 def test_cifar_ships_walks_the_data_in_order(tmp_path, monkeypatch):
     """No shuffling: batches 0-2, 3-5, then around again (the 7th example is left over)."""
-    d_inputs: list[torch.Tensor] = []
-    build = nets.build_discriminator
-
-    def recording_build(cfg, shape):
-        d = build(cfg, shape)
-        d.register_forward_pre_hook(lambda _m, args: d_inputs.append(args[0].detach().clone()))
-        return d
-
-    monkeypatch.setattr(nets, "build_discriminator", recording_build)
+    d_inputs = record_inputs(monkeypatch, "build_discriminator")
     b = 3
     cfg = load_config("cifar-ships", [*CHEAP_NETS, f"train.batch_size={b}", "train.iterations=3"])
     data = random_data((3, 32, 32), 7)
