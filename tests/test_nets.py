@@ -53,13 +53,17 @@ def test_recipe_nets(name: str):
         assert shape == EXPECTED_SHAPES[name]
         assert (nets.count_params(m.g), nets.count_params(m.d)) == EXPECTED_PARAMS[name]
 
-    b = 2  # the smallest batch BatchNorm takes; the big nets cost seconds per step on a CPU
+    # two packs: the smallest batch BatchNorm takes; big nets cost seconds per step on a CPU
+    b = 2 * cfg.model.pack
     gen = torch.Generator().manual_seed(0)
     z = nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
     real = torch.rand(b, *shape, generator=gen) * 2 - 1
+    y = None if cfg.model.num_classes is None else torch.arange(b) % cfg.model.num_classes
     for p in [*m.g.parameters(), *m.d.parameters()]:
         p.grad = None
-    out = train_step(m, cfg, real, z, step=0)
+    # one step that updates both nets (the last D step of a G step), with its random draws
+    step = cfg.train.d_steps - 1
+    out = train_step(m, cfg, real, z, step, y=y, gen=torch.Generator().manual_seed(1))
     assert all(torch.isfinite(v) for v in out.values())
     for net_name, net in (("G", m.g), ("D", m.d)):
         for pname, p in net.named_parameters():
@@ -69,10 +73,10 @@ def test_recipe_nets(name: str):
     m.g.eval()  # sampling mode (running statistics, no dropout), as the samples are drawn
     m.d.eval()
     with torch.no_grad():
-        fake = m.g(z)
-        logits = m.d(fake)
+        fake = nets.generate(m.g, z, y)
+        logits = nets.judge(m.d, fake, y)
     assert fake.shape == (b, *shape) and torch.isfinite(fake).all()
-    assert logits.shape == (b, 1) and torch.isfinite(logits).all()
+    assert logits.shape == (b // cfg.model.pack, 1) and torch.isfinite(logits).all()
     if len(shape) == 3:  # the image generators end in tanh
         assert fake.abs().max() <= 1
 

@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses, filled from a recipe YAML and ``--set`` overrides.
 
 Every field is typed and, where it matters, constrained through ``field(metadata=...)``
-(``choices``, ``gt``, ``ge``, ``le``). Loading is strict: an unknown key, a value of the
+(``choices``, ``gt``, ``ge``, ``le``, ``lt``). Loading is strict: an unknown key, a value of the
 wrong type or an impossible value is a ``ConfigError`` that names the key and what is valid.
 """
 
@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 
 def _f(default: Any, **meta: Any) -> Any:
-    """A dataclass field with validation metadata (choices / gt / ge / le)."""
+    """A dataclass field with validation metadata (choices / gt / ge / le / lt)."""
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -57,13 +57,27 @@ class ModelConfig:
     init_std: float | None = _f(None, gt=0)  # N(0, std) init of conv/linear weights
     g_args: dict[str, Any] = _f({})  # extra keyword arguments of the G builder
     d_args: dict[str, Any] = _f({})  # extra keyword arguments of the D builder
+    num_classes: int | None = _f(None, gt=1)  # conditional G and D on the data's labels
+    spectral_norm: bool = False  # spectral normalisation of D's conv and linear weights
+    pack: int = _f(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (1 = off)
+    ema: float | None = _f(None, gt=0, lt=1)  # decay of an EMA copy of G used for sampling
+    ema_start: int = _f(0, ge=0)  # steps before the EMA starts averaging (it copies G until)
+
+
+LOSSES = ("bce", "minimax", "hinge", "wgan-gp", "lsgan", "relativistic")
+AUGMENTS = ("color", "translation", "cutout")
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """The adversarial loss and the label tricks of the seeds."""
 
-    name: str = _f("bce", choices=("bce",))  # non-saturating sigmoid cross-entropy on logits
+    # bce: non-saturating; minimax: saturating log(1 - D(G(z))); hinge; wgan-gp: Wasserstein
+    # with gradient penalty; lsgan: least squares; relativistic: relativistic average (BCE)
+    name: str = _f("bce", choices=LOSSES)
+    gp_weight: float = _f(10.0, ge=0)  # wgan-gp: weight of the gradient penalty
+    r1: float = _f(0.0, ge=0)  # R1 penalty weight gamma on real data (0 = off)
+    r1_every: int = _f(16, gt=0)  # lazy R1: apply every k D steps, scaled by k
     real_label: float = _f(1.0, ge=0, le=1)  # 0.9 = one-sided label smoothing (seed 001)
     fake_label: float = _f(0.0, ge=0, le=1)
     label_noise: float = _f(0.0, ge=0)  # add noise * U[0, 1) to D's targets (seed 003)
@@ -101,6 +115,8 @@ class TrainConfig:
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))
     threads: int | None = _f(None, gt=0)  # CPU: torch intra-op threads; None = torch's own
+    d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
+    augment: tuple[str, ...] = _f((), choices=AUGMENTS)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
     grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
@@ -242,6 +258,10 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
     """Apply the field's validation metadata."""
     if value is None:
         return
+    if isinstance(value, tuple) and "choices" in meta:  # a list of choices: check each
+        for item in value:
+            _check(item, meta, key)
+        return
     if "choices" in meta and value not in meta["choices"]:
         choices = ", ".join(str(c) for c in meta["choices"])
         raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {choices}")
@@ -251,6 +271,8 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"{key}: must be at least {meta['ge']}, got {value!r}")
     if "le" in meta and not value <= meta["le"]:
         raise ConfigError(f"{key}: must be at most {meta['le']}, got {value!r}")
+    if "lt" in meta and not value < meta["lt"]:
+        raise ConfigError(f"{key}: must be less than {meta['lt']}, got {value!r}")
 
 
 def build(cls: type, raw: typing.Mapping[str, Any] | None, prefix: str = "") -> Any:

@@ -6,11 +6,15 @@ import torch
 from torch import nn
 
 
-def summarize(net: nn.Module, example: torch.Tensor, title: str = "") -> str:
+def summarize(
+    net: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], title: str = ""
+) -> str:
     """A table of the leaf layers with their output shapes and parameter counts.
 
-    Runs one forward pass of ``example`` (in eval mode, without gradients) to see shapes.
+    Runs one forward pass of ``example`` (a tuple of inputs for conditional nets: x, labels)
+    in eval mode, without gradients, to see shapes.
     """
+    inputs = example if isinstance(example, tuple) else (example,)
     rows: list[tuple[str, str, int]] = []
     hooks = []
     for name, mod in net.named_modules():
@@ -27,7 +31,7 @@ def summarize(net: nn.Module, example: torch.Tensor, title: str = "") -> str:
     net.eval()
     try:
         with torch.no_grad():
-            net(example)
+            net(*inputs)
     finally:
         net.train(was_training)
         for h in hooks:

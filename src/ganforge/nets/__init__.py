@@ -3,6 +3,9 @@
 Builders take plain arguments (latent size, data shape, extra keyword arguments from the
 recipe's ``model.g_args`` / ``model.d_args``) and return an ``nn.Module``; nets know nothing
 of training. A discriminator returns one logit per example, shape (N, 1).
+
+Conditional nets (``model.num_classes``) take the labels as a second argument, ``g(z, y)``
+and ``d(x, y)``; ``generate`` and ``judge`` call either kind.
 """
 
 from __future__ import annotations
@@ -37,26 +40,84 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:
+    """``num_classes`` for a conditional recipe, after checking the builder takes it."""
+    if cfg.num_classes is None:
+        return {}
+    if "num_classes" not in inspect.signature(builder).parameters:
+        name = getattr(cfg, key.split(".")[1])
+        raise ConfigError(
+            f"{key} {name!r} is not class-conditional; remove model.num_classes or choose a "
+            "conditional network (see docs/techniques.md)"
+        )
+    return {"num_classes": cfg.num_classes}
+
+
 def build_generator(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """G mapping (N, z_dim) noise to (N, *shape) samples."""
-    g = _call(
-        GENERATORS.get(cfg.g, "model.g"),
-        "model.g_args",
-        cfg.g_args,
-        z_dim=cfg.z_dim,
-        shape=tuple(shape),
-    )
+    """G mapping (N, z_dim) noise (and (N,) labels when conditional) to (N, *shape) samples."""
+    builder = GENERATORS.get(cfg.g, "model.g")
+    extra = _conditional(builder, cfg, "model.g")
+    g = _call(builder, "model.g_args", cfg.g_args, z_dim=cfg.z_dim, shape=tuple(shape), **extra)
     if cfg.init_std is not None:
         normal_init(g, cfg.init_std)
     return g
 
 
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """D mapping (N, *shape) samples to (N, 1) logits."""
-    d = _call(DISCRIMINATORS.get(cfg.d, "model.d"), "model.d_args", cfg.d_args, shape=tuple(shape))
+    """D mapping (N, *shape) samples (and labels) to (N, 1) logits, or (N / pack, 1) when
+    packed; spectrally normalised when asked for."""
+    builder = DISCRIMINATORS.get(cfg.d, "model.d")
+    extra = _conditional(builder, cfg, "model.d")
+    if cfg.pack > 1 and extra:
+        raise ConfigError("model.pack: packing is not supported with model.num_classes; use one")
+    inner = (shape[0] * cfg.pack, *shape[1:])  # packed samples are stacked along channels
+    d = _call(builder, "model.d_args", cfg.d_args, shape=inner, **extra)
     if cfg.init_std is not None:
         normal_init(d, cfg.init_std)
-    return d
+    if cfg.spectral_norm:
+        spectral_normalize(d)
+    return Packed(d, cfg.pack) if cfg.pack > 1 else d
+
+
+class Packed(nn.Module):
+    """PacGAN: D sees ``m`` samples at once, stacked along the channel (or feature) axis.
+
+    (N, C, H, W) -> (N / m, m * C, H, W); (N, D) -> (N / m, m * D). N must divide by m.
+    """
+
+    def __init__(self, d: nn.Module, m: int) -> None:
+        super().__init__()
+        self.d, self.m = d, m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n % self.m:
+            raise ConfigError(
+                f"model.pack={self.m}: a batch of {n} does not divide into packs; "
+                "make train.batch_size a multiple of model.pack"
+            )
+        # consecutive samples form a pack: rows i*m .. i*m+m-1
+        return self.d(x.reshape(n // self.m, self.m * x.shape[1], *x.shape[2:]))
+
+
+def spectral_normalize(net: nn.Module) -> None:
+    """Spectral normalisation (one power iteration per forward) of every conv and linear
+    weight: each layer's Lipschitz constant is held near 1 (Miyato et al. 2018)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(net.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            spectral_norm(m)
+
+
+def generate(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """G(z), or G(z, y) for a conditional generator."""
+    return g(z) if y is None else g(z, y)
+
+
+def judge(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """D's logits of x, or of (x, y) for a conditional discriminator."""
+    return d(x) if y is None else d(x, y)
 
 
 def normal_init(net: nn.Module, std: float) -> None:

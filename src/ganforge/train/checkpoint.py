@@ -26,6 +26,7 @@ from .step import Models
 
 FORMAT = 1
 FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
+OPTIONAL = ("g_ema.safetensors",)  # present when the run keeps an EMA of G (model.ema)
 
 
 def sha256_file(path: Path) -> str:
@@ -124,6 +125,13 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
         save_file(_tensors(models.g.state_dict()), tmp / "g.safetensors")
         save_file(_tensors(models.d.state_dict()), tmp / "d.safetensors")
         save_file(_tensors(state), tmp / "state.safetensors")
+        files = list(FILES)
+        if models.g_ema is not None:
+            updates = int(models.g_ema.n_averaged)
+            counters = {**counters, "ema_updates": updates}
+            if updates:  # before its first update the EMA holds nothing worth sampling
+                save_file(_tensors(models.g_ema.module.state_dict()), tmp / "g_ema.safetensors")
+                files += ["g_ema.safetensors"]
         meta = {
             "format": FORMAT,
             **counters,
@@ -131,9 +139,9 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
             "rng": _rng_state(),
         }
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        for name in FILES:
+        for name in files:
             _fsync_file(tmp / name)
-        manifest = {"format": FORMAT, "files": {n: sha256_file(tmp / n) for n in FILES}}
+        manifest = {"format": FORMAT, "files": {n: sha256_file(tmp / n) for n in files}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / "manifest.json")
         _fsync_dir(tmp)
@@ -180,7 +188,7 @@ def verify(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json)") from None
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path}: manifest.json is corrupted") from None
-    if sorted(files) != sorted(FILES):
+    if not set(FILES) <= set(files) <= set(FILES + OPTIONAL):
         raise CheckpointError(f"{path}: manifest.json lists unexpected files")
     for name, digest in files.items():
         if not (path / name).is_file():
@@ -191,8 +199,11 @@ def verify(path: Path) -> dict[str, Any]:
 
 
 def load_weights(path: Path, name: str, device: torch.device | str = "cpu") -> dict:
-    """The verified state dict of network ``name`` ("g" or "d") in checkpoint ``path``."""
+    """The verified state dict of network ``name`` ("g", "d" or "g_ema") in checkpoint
+    ``path``; "sampler" means the G to sample with: the EMA of G when kept, else G."""
     verify(path)
+    if name == "sampler":
+        name = "g_ema" if (path / "g_ema.safetensors").is_file() else "g"
     try:
         return load_file(path / f"{name}.safetensors", device=str(device))
     except (SafetensorError, OSError) as e:
@@ -209,6 +220,11 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         opt = meta["optim"]
         models.opt_g.load_state_dict(_join_optimizer("opt_g", state, opt["g"]))
         models.opt_d.load_state_dict(_join_optimizer("opt_d", state, opt["d"]))
+        if models.g_ema is not None:  # a run that had no EMA yet starts one from G
+            models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
+            ema_path = path / "g_ema.safetensors"
+            if ema_path.exists():
+                models.g_ema.module.load_state_dict(load_file(ema_path, device=str(device)))
     except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"{path}: does not match this recipe's networks ({type(e).__name__}); "

@@ -124,6 +124,8 @@ def check_losses(out: dict[str, torch.Tensor], step: int) -> None:
                 "loss_d": "discriminator",
                 "d_real": "discriminator",
                 "d_fake": "discriminator",
+                "gp": "discriminator",
+                "r1": "discriminator",
             }.get(key, "generator")
             raise Diverged(
                 f"training diverged at step {step}: {net} {key} = {float(v)}; nothing "

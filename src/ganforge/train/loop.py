@@ -35,10 +35,10 @@ from .checkpoint import atomic_write_text, clean_leftovers, load_checkpoint, sav
 from .guard import Diverged, Preempted, RunLock, StopSignals, check_losses, check_parameters
 from .optim import make_optimizer
 from .progress import Progress
-from .step import Models, set_threads, train_step
+from .step import Models, check_techniques, make_ema, set_threads, train_step
 
 # Independent random streams derived from the one seed.
-STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_SAMPLE = 0, 1, 2, 3
+STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_SAMPLE, STREAM_AUG = 0, 1, 2, 3, 5
 
 
 def mix_seed(*parts: int) -> int:
@@ -68,6 +68,14 @@ def fixed_noise(cfg: Config, n: int, device: torch.device) -> torch.Tensor:
     """The run's fixed latent batch for sample grids (the same on every device)."""
     gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, STREAM_SAMPLE))
     return nets.sample_noise(n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)
+
+
+def grid_labels(cfg: Config, device: torch.device | str) -> torch.Tensor | None:
+    """Labels of the sample grid of a conditional recipe: row r shows class r mod classes."""
+    if cfg.model.num_classes is None:
+        return None
+    rows, cols = cfg.train.grid
+    return (torch.arange(rows * cols, device=device) // cols) % cfg.model.num_classes
 
 
 @dataclass
@@ -104,14 +112,18 @@ def build_models(cfg: Config, shape: tuple[int, ...], device: torch.device) -> M
         d,
         make_optimizer(g.parameters(), cfg.optim.g),
         make_optimizer(d.parameters(), cfg.optim.d),
+        make_ema(g, cfg),
     )
 
 
 def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Path) -> str:
     """Model summaries of G and D (Keras-style), written to ``path`` and returned."""
     device = next(models.g.parameters()).device
-    z = torch.zeros(2, cfg.model.z_dim, device=device)
-    x = torch.zeros(2, *shape, device=device)
+    n = 2 * cfg.model.pack  # one pack of examples per pass, two for BatchNorm
+    z, x = torch.zeros(n, cfg.model.z_dim, device=device), torch.zeros(n, *shape, device=device)
+    if cfg.model.num_classes is not None:  # conditional nets take (input, labels)
+        y = torch.zeros(n, dtype=torch.long, device=device)
+        z, x = (z, y), (x, y)
     text = (
         summarize(models.g, z, f"Generator '{cfg.model.g}'")
         + "\n"
@@ -184,6 +196,8 @@ def train(
             set_threads(cfg, device)  # train.threads (CPU)
             data = (data or load_data(cfg.data)).to(device)
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
+            check_techniques(cfg, data.shape, batch)
+            check_labels(cfg, data)
             length = Length.of(cfg, len(data), batch)
             with StopSignals() as stop:
                 return _train(
@@ -192,6 +206,23 @@ def train(
     finally:
         if dist.active:
             distributed.shutdown()
+
+
+def check_labels(cfg: Config, data: TensorData) -> None:
+    """A conditional recipe needs labels in [0, model.num_classes)."""
+    k = cfg.model.num_classes
+    if k is None:
+        return
+    if data.labels is None:
+        raise DataError(
+            f"model.num_classes={k}: {cfg.data.name} has no labels; use a labelled data set "
+            "or remove model.num_classes"
+        )
+    top = int(data.labels.max())
+    if top >= k or int(data.labels.min()) < 0:
+        raise ConfigError(
+            f"model.num_classes={k}: the data has label {top}; set model.num_classes={top + 1}"
+        )
 
 
 def _train(
@@ -256,12 +287,13 @@ def _train(
     b = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)[0]
     seed = cfg.train.seed
     grid_n = cfg.train.grid[0] * cfg.train.grid[1]
-    z_fixed = fixed_noise(cfg, grid_n, device)
+    z_fixed, y_fixed = fixed_noise(cfg, grid_n, device), grid_labels(cfg, device)
     real_ref = data.x[: grid_n * 10].float() if not data.is_image else None  # scatter backdrop
     every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
     ckpt_every = cfg.train.checkpoint_every or length.sample_every
     order_epoch, order = -1, None
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}  # steps each logged value was seen (loss_g: G steps only)
     window_steps, t_window = 0, time.perf_counter()
     t_start, last_rec = time.perf_counter(), None
     tb = TensorBoard(run_dir, cfg.train.tensorboard and main, start)  # no-op unless asked
@@ -298,7 +330,9 @@ def _train(
                 order = epoch_order(seed, epoch, len(data), cfg.data.shuffle).to(device)
                 order_epoch = epoch
             # the global batch's indices and noise; dist.shard keeps this rank's slice
-            real = data.batch(dist.shard(order[pos * b : (pos + 1) * b]))
+            index = dist.shard(order[pos * b : (pos + 1) * b])
+            real = data.batch(index)
+            y = data.labels[index] if cfg.model.num_classes is not None else None
             gen = torch.Generator(device).manual_seed(mix_seed(seed, STREAM_NOISE, step))
             z = nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, device)
             z = dist.shard(z)
@@ -307,7 +341,13 @@ def _train(
                 noise = torch.rand(2, b, 1, generator=gen, device=device) * cfg.loss.label_noise
                 noise = dist.shard(noise, dim=1)
                 label_noise = (noise[0], noise[1])
-            out = train_step(step_models, cfg, real, z, step, label_noise)
+            aug_gen = None  # DiffAugment's and WGAN-GP's draws: per step and per process
+            if cfg.train.augment or cfg.loss.name == "wgan-gp":
+                aug_gen = torch.Generator(device)
+                aug_gen.manual_seed(mix_seed(seed, STREAM_AUG, step, dist.rank))
+            out = train_step(step_models, cfg, real, z, step, label_noise, y, aug_gen)
+            if models.g_ema is not None and "loss_g" in out and step >= cfg.model.ema_start:
+                models.g_ema.update_parameters(models.g)
             done = step + 1
             log_now = done % cfg.train.log_every == 0 or done == length.total
             try:
@@ -330,10 +370,11 @@ def _train(
                 if main:
                     _truncate_log(run_dir / "log.jsonl", counters["step"])
                 log = open(log_path, "a")
-                step, order_epoch, sums, window_steps = counters["step"], -1, {}, 0
+                step, order_epoch, sums, counts, window_steps = counters["step"], -1, {}, {}, 0
                 continue
             for k, v in out.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
+                counts[k] = counts.get(k, 0) + 1
             window_steps += 1
 
             if log_now:
@@ -341,14 +382,14 @@ def _train(
                     sums = dict(zip(sums, dist.mean(torch.stack(list(sums.values()))), strict=True))
                 now = time.perf_counter()
                 rec = {"step": done, "epoch": epoch + 1, "images": done * b}
-                rec.update({k: float(v) / window_steps for k, v in sums.items()})
+                rec.update({k: float(v) / counts[k] for k, v in sums.items()})
                 rec["img_s"] = window_steps * b / max(now - t_window, 1e-9)
                 rec["time"] = round(now - t_start, 3)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 tb.sync()
                 progress.update(rec)
-                sums, window_steps, t_window, last_rec = {}, 0, now, rec
+                sums, counts, window_steps, t_window, last_rec = {}, {}, 0, now, rec
 
             if main and (done % length.sample_every == 0 or done == length.total):
                 if cfg.train.sample_every is None and done % length.steps_per_epoch == 0:
@@ -356,7 +397,9 @@ def _train(
                 else:
                     name = f"step_{done:06d}.png"
                 path = run_dir / "samples" / name
-                save_samples(models.g, z_fixed, path, cfg, real_ref, title=f"step {done}")
+                save_samples(
+                    models.sampler(), z_fixed, path, cfg, real_ref, f"step {done}", y_fixed
+                )
                 tb.image(path, done)
             stopping = agreed_stop if dist.active else stop.requested
             if done % ckpt_every == 0 or done == length.total or stopping:
@@ -382,7 +425,8 @@ def _train(
 
     wall = time.perf_counter() - t_start
     if main:
-        save_samples(models.g, z_fixed, run_dir / "final.png", cfg, real_ref, title="final")
+        final = run_dir / "final.png"
+        save_samples(models.sampler(), z_fixed, final, cfg, real_ref, "final", y_fixed)
         write_status(run_dir, "finished")
         if cfg.train.report:
             report_after_training(run_dir, progress.message)
@@ -407,13 +451,15 @@ def save_samples(
     cfg: Config,
     real: torch.Tensor | None = None,
     title: str = "",
+    y: torch.Tensor | None = None,
 ) -> None:
-    """Render G(z) in eval mode (BatchNorm uses running statistics), then restore the mode."""
+    """Render G(z) (G(z, y) when conditional) in eval mode (BatchNorm uses running
+    statistics), then restore the mode."""
     was_training = g.training
     g.eval()
     try:
         with torch.no_grad():
-            fake = g(z)
+            fake = nets.generate(g, z, y)
     finally:
         g.train(was_training)
     render(fake, path, cfg.train.grid, cfg.data.range, real, title)

@@ -2,6 +2,8 @@
 
 G runs once per iteration: its output is detached for D's update and reused, through the
 updated D, for G's update (the seeds' loops run G a second time to get the same tensor).
+The techniques of docs/techniques.md hook in here: the loss by name, DiffAugment on all D
+inputs, WGAN-GP and lazy R1 penalties, n D steps per G step; EMA lives beside G in Models.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..augment import diff_augment
 from ..config import Config
-from ..losses import bce_d_loss, bce_g_loss
+from ..errors import ConfigError
+from ..losses import LABELLED, d_loss, g_loss
+from ..nets import generate, judge
 from .optim import optimizer_step
 
 
@@ -25,6 +32,13 @@ class Models:
     d: nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    g_ema: AveragedModel | None = None  # model.ema: the averaged G, used for sampling
+
+    def sampler(self) -> nn.Module:
+        """The G to sample and evaluate with: the EMA once it has begun averaging, else G."""
+        if self.g_ema is not None and int(self.g_ema.n_averaged) > 0:
+            return self.g_ema.module
+        return self.g
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -41,6 +55,57 @@ def set_threads(cfg: Config, device: torch.device) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
+def check_techniques(cfg: Config, shape: tuple[int, ...], batch: int) -> None:
+    """Refuse combinations of options that cannot work, before any data is touched."""
+    lc = cfg.loss
+    if lc.name not in LABELLED and (lc.real_label != 1 or lc.fake_label != 0 or lc.label_noise):
+        raise ConfigError(
+            f"loss.real_label/fake_label/label_noise are label tricks of bce and minimax; "
+            f"loss.name={lc.name} has no targets: remove them or use loss.name=bce"
+        )
+    if cfg.train.augment and len(shape) != 3:
+        raise ConfigError("train.augment: DiffAugment is for images; remove it for 2-D data")
+    if batch % cfg.model.pack:
+        raise ConfigError(
+            f"model.pack={cfg.model.pack}: the per-process batch {batch} does not divide into "
+            "packs; make train.batch_size a multiple of model.pack"
+        )
+
+
+def make_ema(g: nn.Module, cfg: Config) -> AveragedModel | None:
+    """An exponential moving average of G's weights and buffers (``model.ema``), or None."""
+    if cfg.model.ema is None:
+        return None
+    return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(cfg.model.ema), use_buffers=True)
+
+
+def _penalty_grad(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample squared norm of dD/dx, (N,), kept in the graph (double backward)."""
+    x = x.detach().requires_grad_(True)
+    out = judge(d, x, y)
+    (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
+    return grad.float().flatten(1).square().sum(1)
+
+
+def gradient_penalty(
+    d: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    gen: torch.Generator,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(|grad D(x_hat)| - 1)^2] on random interpolates."""
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    eps = torch.rand(shape, generator=gen, device=real.device, dtype=real.dtype)
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    return ((_penalty_grad(d, x_hat, y) + 1e-12).sqrt() - 1.0).square().mean()
+
+
+def r1_penalty(d: nn.Module, real: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[|grad D(x)|^2] on real data."""
+    return _penalty_grad(d, real, y).mean()
+
+
 def train_step(
     m: Models,
     cfg: Config,
@@ -48,28 +113,42 @@ def train_step(
     z: torch.Tensor,
     step: int,
     label_noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+    y: torch.Tensor | None = None,
+    gen: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Update D then G once; return detached scalars (no host sync here).
+    """Update D, then G on every ``train.d_steps``-th step; return detached scalars.
 
     ``real``: (B, *shape) in the model's range; ``z``: (B, z_dim); ``label_noise``: the
-    (B, 1) additive noise of D's real and fake targets, when the recipe uses it.
+    (B, 1) additive noise of D's real and fake targets, when the recipe uses it; ``y``: (B,)
+    labels of a conditional recipe (the fakes are made for the same labels); ``gen``: the
+    generator of DiffAugment's and WGAN-GP's random draws. No host sync here.
     """
-    lc = cfg.loss
-    amp = autocast(real.device, cfg.train.precision)
+    lc, tc = cfg.loss, cfg.train
+    amp = autocast(real.device, tc.precision)
     real_noise, fake_noise = label_noise if label_noise is not None else (None, None)
+    g_step = (step + 1) % tc.d_steps == 0
+    r1_now = lc.r1 > 0 and step % lc.r1_every == 0
 
-    # ---- D step: real toward real_label, detached fake toward fake_label
+    def aug(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, tc.augment, gen) if tc.augment else x
+
+    out: dict[str, torch.Tensor] = {}
+    # ---- D step: real toward real, detached fake toward fake
     with amp:
-        fake = m.g(z)
+        with torch.no_grad() if not g_step else contextlib.nullcontext():
+            fake = generate(m.g, z, y)  # G's graph is kept only when G steps too
+        real_in, fake_in = aug(real), aug(fake.detach())
         if lc.d_batch == "concat":  # one pass over [fake; real], as seed 003
-            logits = m.d(torch.cat([fake.detach(), real]))
-            fake_logits, real_logits = logits.split([fake.shape[0], real.shape[0]])
+            yy = None if y is None else torch.cat([y, y])
+            logits = judge(m.d, torch.cat([fake_in, real_in]), yy)
+            fake_logits, real_logits = logits.chunk(2)
         else:
-            real_logits = m.d(real)
-            fake_logits = m.d(fake.detach())
+            real_logits = judge(m.d, real_in, y)
+            fake_logits = judge(m.d, fake_in, y)
         # One concatenated batch gives one mean over 2B targets: the average of the two terms.
         average = lc.d_average or lc.d_batch == "concat"
-        loss_d = bce_d_loss(
+        loss_d = d_loss(
+            lc.name,
             real_logits.float(),
             fake_logits.float(),
             lc.real_label,
@@ -78,24 +157,37 @@ def train_step(
             fake_noise,
             average,
         )
+        total_d = loss_d
+        if lc.name == "wgan-gp":
+            gp = gradient_penalty(m.d, real_in, fake_in, gen, y)
+            total_d = total_d + lc.gp_weight * gp
+            out["gp"] = gp.detach()
+        if r1_now:  # lazy R1: every r1_every steps, scaled by r1_every (StyleGAN2)
+            r1 = r1_penalty(m.d, real_in, y)
+            total_d = total_d + 0.5 * lc.r1 * lc.r1_every * r1
+            out["r1"] = r1.detach()
     m.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
+    total_d.backward()
     optimizer_step(m.opt_d, cfg.optim.d, step)
+    out["loss_d"] = loss_d.detach()
+    out["d_real"] = torch.sigmoid(real_logits.detach().float()).mean()
+    out["d_fake"] = torch.sigmoid(fake_logits.detach().float()).mean()
+    if not g_step:
+        return out
 
     # ---- G step through the updated D; D's weights need no gradient here
     m.d.requires_grad_(False)
     try:
         with amp:
-            loss_g = bce_g_loss(m.d(fake).float())
+            real_now = None
+            if lc.name == "relativistic":  # G's loss compares with D's view of real data
+                with torch.no_grad():
+                    real_now = judge(m.d, real_in, y).float()
+            loss_g = g_loss(lc.name, judge(m.d, aug(fake), y).float(), real_now)
         m.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        optimizer_step(m.opt_g, cfg.optim.g, step)
+        optimizer_step(m.opt_g, cfg.optim.g, step // tc.d_steps)
     finally:
         m.d.requires_grad_(True)
-
-    return {
-        "loss_d": loss_d.detach(),
-        "loss_g": loss_g.detach(),
-        "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
-        "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
-    }
+    out["loss_g"] = loss_g.detach()
+    return out
