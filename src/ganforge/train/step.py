@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..augment import diff_augment
