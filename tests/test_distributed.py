@@ -18,7 +18,7 @@ import ganforge
 from ganforge import distributed
 from ganforge.cli import main
 from ganforge.config import load_config
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, PeerLost
 from ganforge.train.loop import train
 
 SRC = str(Path(ganforge.__file__).resolve().parents[1])
@@ -151,12 +151,15 @@ def _workers(parent: int) -> dict[int, int]:
 
 
 def test_killed_rank_ends_the_job(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+    """Kill rank 1 of a `train --nproc 2` job: rank 0 stops at once with one line, exit code 4,
+    and the launcher sums up in one line naming rank 1 and its signal."""
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
     args = [*ARGS, "--set", "train.iterations=1000000", "--set", "train.log_every=20"]
+    env = _env() | {"PET_LOG_DIR": str(logs), "PET_REDIRECTS": "2"}  # each rank's stderr: a file
     proc = subprocess.Popen(
-        _torchrun(2, *args, "--out", str(run_dir)),
+        [sys.executable, "-m", "ganforge", "train", "--nproc", "2", *args, "--out", str(run_dir)],
         cwd=tmp_path,
-        env=_env(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -166,7 +169,7 @@ def test_killed_rank_ends_the_job(tmp_path: Path) -> None:
         while not (run_dir / "log.jsonl").is_file() or not (run_dir / "log.jsonl").stat().st_size:
             assert proc.poll() is None and time.monotonic() < deadline, "job did not start"
             time.sleep(0.2)
-        workers = _workers(proc.pid)
+        workers = _workers(proc.pid)  # the launcher is torchrun's agent: the workers' parent
         assert sorted(workers) == [0, 1]
         os.kill(workers[1], signal.SIGKILL)
         t0 = time.monotonic()
@@ -176,10 +179,60 @@ def test_killed_rank_ends_the_job(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0
-    assert elapsed < 40, elapsed  # torchrun tears the survivor down; no collective hangs
-    assert "SIGKILL" in err or "Signal 9" in err or "exitcode" in err, err[-2000:]
+    assert proc.returncode == 128 + signal.SIGKILL, (proc.returncode, err[-2000:])
+    assert elapsed < 40, elapsed  # no collective hangs
     assert all(not p.exists() for p in (Path(f"/proc/{pid}") for pid in workers.values()))
+    # the launcher: torchrun's log lines, then one summary line instead of its traceback
+    assert err.splitlines()[-1] == (
+        "ganforge: error: the job failed: rank 1 killed by SIGKILL; "
+        "rank 0 then lost contact and stopped (code 4)"
+    ), err[-2000:]
+    assert "Traceback" not in err and "ChildFailedError" not in err, err[-2000:]
+    # the survivor (rank 0): exactly one line on stderr, no traceback
+    (survivor,) = logs.glob("*/attempt_0/0/stderr.log")
+    lines = survivor.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("ganforge: error: rank 0 of 2: lost contact with another process")
+    assert "(its connection closed: it ended or was killed) after step " in lines[0]
+    assert lines[0].endswith(
+        f"continue from the last checkpoint with 'ganforge train --resume {run_dir} --nproc 2'"
+    )
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == lines[0][len("ganforge: error: ") :]
+
+
+def test_peer_failures_are_told_from_bugs() -> None:
+    gloo_closed = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+        "[127.0.0.1]:30903. This is typically caused by a remote worker crashing."
+    )
+    gloo_timeout = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting "
+        "3000ms for recv operation to complete"
+    )
+    reason = distributed.lost_peer_reason
+    assert reason(gloo_closed, 900) == "its connection closed: it ended or was killed"
+    assert reason(gloo_timeout, 30) == "no answer within train.dist_timeout=30 s"
+    nccl = torch.distributed.DistBackendError("NCCL communicator was aborted on rank 1")
+    assert reason(nccl, 900) == "its connection closed: it ended or was killed"
+    assert reason(torch.distributed.DistNetworkError("store gone"), 900) is not None
+    # ordinary errors stay bugs: no backend named, or a backend error that is not about a peer
+    assert reason(RuntimeError("Connection closed by peer"), 900) is None
+    assert reason(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), 900) is None
+    assert reason(RuntimeError("DataLoader timed out after 5 seconds"), 900) is None
+    assert reason(RuntimeError("gloo: expected tensors of equal size"), 900) is None
+    assert reason(ValueError("gloo connection closed"), 900) is None
+    # one process: never converted; two: a PeerLost with exit code 4 naming rank and resume
+    assert distributed.peer_lost(gloo_closed, distributed.Dist(), Path("r"), 900) is None
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        lost = distributed.peer_lost(gloo_closed, distributed.Dist(1, 2), Path("runs/x"), 900)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the agent's SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert isinstance(lost, PeerLost) and lost.exit_code == 4
+    assert str(lost).startswith("rank 1 of 2: lost contact with another process")
+    assert str(lost).endswith("'ganforge train --resume runs/x --nproc 2'")
 
 
 def test_global_batch_divides_over_ranks() -> None:
@@ -206,14 +259,42 @@ def test_torchrun_without_out_is_refused(monkeypatch, capsys) -> None:
 
 
 def test_nproc_launches_torchrun(monkeypatch, tmp_path: Path) -> None:
+    from torch.distributed import run as torchrun
+
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(torchrun, "run", lambda a: calls.append(a))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "-r", "gaussian-2d", "--nproc", "3", "--seed", "4", "-q"]) == 0
-    (cmd,) = calls
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
-    assert cmd[4:6] == ["--nproc-per-node", "3"]
-    rest = cmd[cmd.index("train") + 1 :]
+    (a,) = calls
+    assert a.standalone and a.nproc_per_node == "3"
+    assert a.module and a.training_script == "ganforge"
+    rest = a.training_script_args[a.training_script_args.index("train") + 1 :]
     assert "--nproc" not in rest and rest[:5] == ["-r", "gaussian-2d", "--seed", "4", "-q"]
     assert rest[5] == "--out" and rest[6].startswith("runs/gaussian-2d-")  # chosen once, here
+
+
+def test_nproc_sums_up_a_failed_job(monkeypatch, capsys, tmp_path: Path) -> None:
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def fail(codes: dict[int, int]):
+        def run(_args) -> None:
+            failures = {r: ProcessFailure(r, 100 + r, c, "<N/A>") for r, c in codes.items()}
+            raise ChildFailedError("ganforge", failures)
+
+        return run
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["train", "-r", "gaussian-2d", "--nproc", "3", "--out", str(tmp_path / "r")]
+    monkeypatch.setattr(torchrun, "run", fail({0: 4, 1: -9, 2: 4}))
+    assert main(argv) == 128 + 9
+    assert capsys.readouterr().err == (
+        "ganforge: error: the job failed: rank 1 killed by SIGKILL; ranks 0, 2 then lost "
+        "contact and stopped (code 4)\n"
+    )
+    monkeypatch.setattr(torchrun, "run", fail({0: 3, 1: 3}))  # Diverged on every rank
+    assert main(argv) == 3
+    assert capsys.readouterr().err == (
+        "ganforge: error: the job failed: rank 0 exited with code 3; rank 1 exited with code 3\n"
+    )

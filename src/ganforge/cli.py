@@ -11,8 +11,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import GanforgeError
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_USAGE = 2
 
@@ -69,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         help="which checkpoint (default: best if present, else last)",
     )
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument(
+        "--class",
+        dest="class_",
+        type=int,
+        metavar="K",
+        help="class-conditional runs: all samples of class K (default: every class in turn)",
+    )
     s.set_defaults(func=cmd_sample)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, samples, summary")
@@ -127,8 +138,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
         g, d = build_generator(cfg.model, shape), build_discriminator(cfg.model, shape)
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        print(summarize(g, torch.zeros(2, cfg.model.z_dim), f"Generator '{cfg.model.g}'"))
-        print(summarize(d, torch.zeros(2, *shape), f"Discriminator '{cfg.model.d}'"))
+        z, x = torch.zeros(2, cfg.model.z_dim), torch.zeros(2, *shape)
+        if cfg.model.num_classes:  # conditional nets also take (2,) labels
+            y = torch.zeros(2, dtype=torch.long)
+            print(summarize(g, (z, y), f"Generator '{cfg.model.g}'"))
+            print(summarize(d, (x, y), f"Discriminator '{cfg.model.d}'"))
+        else:
+            print(summarize(g, z, f"Generator '{cfg.model.g}'"))
+            print(summarize(d, x, f"Discriminator '{cfg.model.d}'"))
         return 0
     table = Table(title="ganforge recipes")
     for col in ("recipe", "data", "shape", "G params", "D params", "source"):
@@ -211,8 +228,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
-    """``train --nproc N``: run the same command under torchrun (--standalone) on N processes."""
-    import subprocess
+    """``train --nproc N``: run the same command under torchrun (--standalone) on N processes.
+
+    torchrun's agent runs in this process (``torch.distributed.run.run``, as the ``torchrun``
+    script does), so a failed job ends with one summary line naming the rank that failed and
+    how, instead of torchrun's traceback and table; the exit code is that rank's (2, 3, 143,
+    ...; 128 + the signal if it was killed), as a single-process ``ganforge train`` would give.
+    """
+    import signal
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from .errors import EXIT_PEER_LOST
 
     if args.nproc < 1:
         raise GanforgeError(f"--nproc {args.nproc}: the number of processes must be positive")
@@ -232,13 +261,68 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
         from .config import load_config
 
         rest += ["--out", str(_new_run_dir(load_config(args.recipe).recipe))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(args.nproc), "-m", "ganforge", *argv[:i], "train", *rest]
-    return subprocess.call(cmd)
+    cmd = ["--standalone", "--nproc-per-node", str(args.nproc)]
+    cmd += ["-m", "ganforge", *argv[:i], "train", *rest]
+    try:
+        torchrun.run(torchrun.parse_args(cmd))
+    except ChildFailedError as e:
+        # exit code < 0: killed by that signal; EXIT_PEER_LOST: stopped because another failed
+        failed = sorted(e.failures.items())
+        causes = [(r, f) for r, f in failed if f.exitcode != EXIT_PEER_LOST]
+        followers = [str(r) for r, f in failed if f.exitcode == EXIT_PEER_LOST]
+        parts = [
+            f"rank {r} killed by {f.signal_name()}"
+            if f.exitcode < 0
+            else f"rank {r} exited with code {f.exitcode}"
+            for r, f in causes
+        ]
+        if followers:
+            parts.append(
+                f"rank{'s' * (len(followers) > 1)} {', '.join(followers)} then lost contact "
+                f"and stopped (code {EXIT_PEER_LOST})"
+            )
+        print(f"ganforge: error: the job failed: {'; '.join(parts)}", file=sys.stderr)
+        code = causes[0][1].exitcode if causes else EXIT_PEER_LOST
+        return 128 - code if code < 0 else code
+    except SignalException as e:  # this launcher was signalled; torchrun stopped the workers
+        print(f"ganforge: stopped by {signal.Signals(e.sigval).name}", file=sys.stderr)
+        return 128 + int(e.sigval)
+    return 0
+
+
+def sample_labels(
+    n: int, num_classes: int | None, k: int | None, run: str = "the run"
+) -> tuple[torch.Tensor | None, int]:
+    """Labels (n,) for ``sample`` and the grid's column count.
+
+    Unconditional runs: no labels (``--class`` is an error), a square-ish grid. ``--class k``:
+    all n of class k. Otherwise every class in turn, balanced: with n a multiple of the class
+    count, one class per row; else i % num_classes, one class per column.
+    """
+    import torch
+
+    square = math.ceil(math.sqrt(n))
+    if num_classes is None:
+        if k is not None:
+            raise GanforgeError(
+                f"--class {k}: {run} is not class-conditional (no model.num_classes); drop --class"
+            )
+        return None, square
+    if k is not None:
+        if not 0 <= k < num_classes:
+            raise GanforgeError(
+                f"--class {k}: out of range; {run} has {num_classes} classes, 0-{num_classes - 1}"
+            )
+        return torch.full((n,), k, dtype=torch.long), square
+    if n % num_classes == 0:
+        cols = n // num_classes
+        return torch.arange(n) // cols, cols  # row r: class r
+    return torch.arange(n) % num_classes, min(n, num_classes)  # column c: class c
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Grid (or scatter, for 2-D data) of ``n`` samples from a run's saved generator."""
+    """Grid (or scatter, for 2-D data) of ``n`` samples from a run's saved generator; of one
+    class (``--class``) or of every class in turn for a class-conditional run."""
     import torch
 
     from . import nets
@@ -254,20 +338,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
+    y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     device = resolve_device(args.device)
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
     ckpt = find_checkpoint(run_dir, prefer)
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
-    g.load_state_dict(load_weights(ckpt, "g", device))
+    g.load_state_dict(load_weights(ckpt, "sampler", device))
     g.eval()
     gen = torch.Generator().manual_seed(mix_seed(args.seed))
     z = nets.sample_noise(args.n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)
     with torch.no_grad():
-        fake = g(z)
-    cols = math.ceil(math.sqrt(args.n))
+        fake = nets.generate(g, z, None if y is None else y.to(device))
     out = Path(args.output)
     render(fake, out, (math.ceil(args.n / cols), cols), cfg.data.range, title=str(ckpt))
-    print(f"wrote {args.n} samples from {ckpt} to {out}")
+    of = f" of class {args.class_}" if args.class_ is not None else ""
+    print(f"wrote {args.n} samples{of} from {ckpt} to {out}")
     return 0
 
 

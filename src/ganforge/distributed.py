@@ -14,25 +14,45 @@ Design (see docs/distributed.md):
   DDP, so D's reducer sees exactly one forward/backward per step while G's gradients still
   flow through D and are averaged by G's reducer;
 - agreement: divergence and stop requests are agreed by one small all_reduce at check steps,
-  so every rank stops, rolls back or checkpoints at the same step.
+  so every rank stops, rolls back or checkpoints at the same step;
+- failure of a peer: a collective that fails because another process died or stopped
+  answering becomes ``PeerLost`` (one line, exit code 4) on every survivor, not a traceback.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as tdist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError
+from .errors import ConfigError, PeerLost
 from .train.guard import Diverged, check_losses
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+# How a collective reports a peer that is gone: gloo raises a plain RuntimeError whose message
+# names its transport file, NCCL and the c10d store raise DistError subclasses. Matching stays
+# narrow so that an ordinary RuntimeError (a bug) still surfaces with its traceback.
+_BACKEND_WORDS = ("gloo", "nccl", "c10d", "processgroup")
+_TIMEOUT_WORDS = ("timed out", "timeout")
+_CLOSED_WORDS = (
+    "connection closed",
+    "connection reset",
+    "connection refused",
+    "broken pipe",
+    "remote process exited",
+    "communicator was aborted",
+)
+
+_agreed_step: int | None = None  # the last step every rank confirmed (check_step), this job
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,8 @@ def setup(device: str, timeout_s: float) -> tuple[Dist, torch.device | None]:
     ``device`` is ``train.device`` (auto/cpu/cuda). A 1-process job returns ``(Dist(), None)``
     and the caller picks its device as before. Idempotent: a group already joined is reused.
     """
+    global _agreed_step
+    _agreed_step = None
     dist = from_env()
     if not dist.active:
         return dist, None
@@ -180,7 +202,9 @@ def sync_batchnorm(net: nn.Module, device: torch.device) -> nn.Module:
 def check_step(dist: Dist, out: dict[str, torch.Tensor], step: int, stop: bool) -> bool:
     """Raise Diverged on every rank if any rank's losses are not finite; return whether any
     rank was asked to stop (all ranks then checkpoint and stop at this same step)."""
+    global _agreed_step
     bad, stop_any = dist.agree(out, stop)
+    _agreed_step = step
     if bad:
         check_losses(out, step)  # names the loss term when it is this rank's own
         raise Diverged(
@@ -193,3 +217,47 @@ def check_step(dist: Dist, out: dict[str, torch.Tensor], step: int, stop: bool) 
 def stop_signal(signum: int | None) -> int:
     """The signal to report when another rank asked to stop and this one saw none."""
     return signum if signum is not None else signal.SIGTERM
+
+
+def lost_peer_reason(exc: BaseException, timeout_s: float) -> str | None:
+    """Why a collective failed when the cause is another process, or None for any other error.
+
+    ``exc`` is what a collective raised (DDP's all_reduce inside backward, ``mean``, ``agree``,
+    ``barrier``); ``timeout_s`` is ``train.dist_timeout``, named in the timeout case.
+    """
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc).lower()
+    from_backend = isinstance(exc, tdist.DistError)
+    if not from_backend and not any(w in text for w in _BACKEND_WORDS):
+        return None  # not from a collective: a bug, keep its traceback
+    if any(w in text for w in _TIMEOUT_WORDS):
+        return f"no answer within train.dist_timeout={timeout_s:g} s"
+    if any(w in text for w in _CLOSED_WORDS):
+        return "its connection closed: it ended or was killed"
+    if isinstance(exc, (tdist.DistNetworkError, tdist.DistStoreError)):
+        return "network or rendezvous store error"
+    return None
+
+
+def peer_lost(exc: BaseException, dist: Dist, run_dir: Path, timeout_s: float) -> PeerLost | None:
+    """The one-line ``PeerLost`` error for ``exc`` if another process's failure caused it.
+
+    Also ignores SIGTERM from here on when it returns an error: torchrun's agent sends SIGTERM
+    to the survivors a moment after it sees a process die, and with the default disposition
+    that signal would kill this process silently (exit -15) before it prints its line. The
+    process is ending anyway; if it did hang, the agent's SIGKILL still ends it.
+    """
+    if not dist.active:
+        return None
+    reason = lost_peer_reason(exc, timeout_s)
+    if reason is None:
+        return None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    where = f" after step {_agreed_step}" if _agreed_step is not None else ""
+    return PeerLost(
+        f"rank {dist.rank} of {dist.world}: lost contact with another process ({reason})"
+        f"{where}; the job stops; continue from the last checkpoint with "
+        f"'ganforge train --resume {run_dir} --nproc {dist.world}'"
+    )

@@ -17,3 +17,16 @@ class DataError(GanforgeError):
 
 class CheckpointError(GanforgeError):
     """A checkpoint or run directory is missing, incomplete or corrupted."""
+
+
+EXIT_PEER_LOST = 4  # a dedicated exit code: this process stopped because another one failed
+
+
+class PeerLost(GanforgeError):
+    """Another process of a multi-process job died or stopped answering; this one stops too.
+
+    Its own exit code tells a launcher (and ``train --nproc``'s summary) that this process is a
+    follower of the failure, not its cause.
+    """
+
+    exit_code = EXIT_PEER_LOST

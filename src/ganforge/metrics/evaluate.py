@@ -10,6 +10,10 @@ Metric names (``--metrics`` / ``eval.metrics``):
   fd, pr, is, coverage   domain classifier (labelled image data sets with an evaluator)
   fid, kid, inception-is Inception-v3 through torch-fidelity (any image data)
   points                 2-D data: modes of ring-8 / grid-25, moments of gaussian-2d
+
+A class-conditional G (``model.num_classes``) is sampled with balanced labels, i % num_classes,
+so the class histogram compares with the real one; ``coverage`` then adds ``class_acc``, the
+share of samples the evaluator assigns to the class G was asked for.
 """
 
 from __future__ import annotations
@@ -122,20 +126,31 @@ class Evaluation:
         first = next(m for m in PRIMARY if m in self.metrics)
         self.primary, self.lower_is_better = PRIMARY[first]
 
+    def labels(self) -> torch.Tensor | None:
+        """A class-conditional G's labels: i % num_classes, every class equally often (up to
+        one), as the real data sets are about balanced; None for an unconditional G."""
+        k = self.cfg.model.num_classes
+        return None if k is None else torch.arange(self.n) % k
+
     @torch.no_grad()
     def sample(self, g: torch.nn.Module, batch: int = 500) -> torch.Tensor:
-        """``n`` samples of G in eval mode from the seeded evaluation noise, on the CPU:
-        uint8 images (n, C, H, W) or float points (n, D)."""
+        """``n`` samples of G in eval mode from the seeded evaluation noise (and balanced
+        labels for a conditional G), on the CPU: uint8 images (n, C, H, W) or points (n, D)."""
         from ..train.loop import mix_seed
 
         gen = torch.Generator().manual_seed(mix_seed(self.seed, STREAM_EVAL))
         mc = self.cfg.model
         z = nets.sample_noise(self.n, mc.z_dim, mc.z_dist, gen, "cpu")
         device = next(g.parameters()).device
+        y = self.labels()
+        ys = [None] * len(z.split(batch)) if y is None else [c.to(device) for c in y.split(batch)]
         was_training = g.training
         g.eval()  # BatchNorm on running statistics, as for the sample grids
         try:
-            out = [g(chunk.to(device)).float().cpu() for chunk in z.split(batch)]
+            out = [
+                nets.generate(g, zc.to(device), yc).float().cpu()
+                for zc, yc in zip(z.split(batch), ys, strict=True)
+            ]
         finally:
             g.train(was_training)
         x = torch.cat(out)
@@ -169,6 +184,10 @@ class Evaluation:
                 values["is_real"] = classify.inception_score(self.real_probs)
             if "coverage" in self.metrics:
                 values.update(classify.class_coverage(probs, self.real_probs))
+                y = self.labels()
+                if y is not None and len(y) == len(x) and probs.shape[1] >= int(y.max()) + 1:
+                    # conditional G: how often the evaluator sees the class that was asked for
+                    values["class_acc"] = float((probs.argmax(1) == y).double().mean())
         wanted = tuple(m for m in self.metrics if m in inception.INCEPTION_METRICS)
         if wanted:
             values.update(
@@ -221,7 +240,7 @@ def evaluate_run(
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(dev)
-    g.load_state_dict(load_weights(ckpt, "g", dev))
+    g.load_state_dict(load_weights(ckpt, "sampler", dev))
     counters = verify(ckpt)
     result = evaluate_generator(g, cfg, evaluation)
     result["protocol"]["checkpoint"] = {
@@ -267,7 +286,7 @@ class TrainingEval:
         """
         from ..train.checkpoint import save_checkpoint
 
-        values = self.evaluation(models.g)
+        values = self.evaluation(models.sampler())  # the EMA of G when kept
         value = values[self.evaluation.primary]
         best = self.evaluation.better(value, self.best)
         if best:
@@ -278,8 +297,8 @@ class TrainingEval:
     def describe(self, rec: dict[str, Any]) -> str:
         """One progress line of an eval record."""
         ev = rec["eval"]
-        shown = ("fd", "precision", "recall", "is", "coverage", "fid", "kid", "inception_is")
-        shown += ("modes", "hq", "reverse_kl", "mean_err", "cov_err")
+        shown = ("fd", "precision", "recall", "is", "coverage", "class_acc")
+        shown += ("fid", "kid", "inception_is", "modes", "hq", "reverse_kl", "mean_err", "cov_err")
         parts = [f"{k} {ev[k]:.4g}" for k in shown if isinstance(ev.get(k), (int, float))]
         mark = "  (best)" if rec["best"] else ""
         return (

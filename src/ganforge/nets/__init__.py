@@ -147,4 +147,4 @@ def sample_noise(
 
 
 # Register the families (import for the side effect).
-from . import dcgan, keras, mlp, toy  # noqa: E402,F401
+from . import cond, dcgan, keras, mlp, toy  # noqa: E402,F401

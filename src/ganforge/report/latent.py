@@ -41,6 +41,8 @@ def interpolation(run_dir: Path, rows: int = 6, steps: int = 10, seed: int = 0) 
     """PNG of the final generator along ``rows`` spherical paths of ``steps`` points each.
 
     Images: a grid, one path per row. 2-D data: G's output cloud with the curves it draws.
+    A class-conditional G holds the class fixed along each path: row r is class
+    r % num_classes (the 2-D cloud: every class in turn), so only the noise moves.
     Raises a GanforgeError (CheckpointError, ConfigError) when the run has no usable G.
     """
     from . import plots
@@ -50,18 +52,20 @@ def interpolation(run_dir: Path, rows: int = 6, steps: int = 10, seed: int = 0) 
     cfg = read_config(run_dir / "config.yaml")
     shape = data_shape(cfg.data)
     g = nets.build_generator(cfg.model, shape)
-    g.load_state_dict(load_weights(find_checkpoint(run_dir, ("last", "best")), "g", "cpu"))
+    g.load_state_dict(load_weights(find_checkpoint(run_dir, ("last", "best")), "sampler", "cpu"))
     g.eval()
     gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, STREAM_INTERP, seed))
     ends = nets.sample_noise(2 * rows, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
     is_points = len(shape) == 1
     n_t = 60 if is_points else steps
     z = slerp(ends[:rows], ends[rows:], torch.linspace(0, 1, n_t))  # (rows, n_t, z_dim)
+    k = cfg.model.num_classes
+    y = None if k is None else (torch.arange(rows) % k).repeat_interleave(n_t)  # (rows * n_t,)
     with torch.no_grad():
-        out = g(z.reshape(rows * n_t, -1))
+        out = nets.generate(g, z.reshape(rows * n_t, -1), y)
         if is_points:
             cloud = nets.sample_noise(1000, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
-            pts = g(cloud).numpy()
+            pts = nets.generate(g, cloud, None if k is None else torch.arange(1000) % k).numpy()
     if is_points:
         paths = [p.numpy() for p in out.reshape(rows, n_t, -1)]
         return plots.latent_paths_plot(np.asarray(pts), paths)

@@ -186,7 +186,9 @@ def train(
     Holds the run directory's lock throughout; SIGTERM/SIGINT end the current step, save a
     checkpoint and raise ``Preempted``; a non-finite loss or parameter raises ``Diverged``
     (after up to ``train.rollback`` automatic retries from the last checkpoint at half the
-    learning rate). Returns a summary: steps, images, wall time, images/s, final losses.
+    learning rate). Under torchrun, a collective that fails because another process died or
+    stopped answering raises ``PeerLost`` (one line, exit code 4) instead of the backend's
+    traceback. Returns a summary: steps, images, wall time, images/s, final losses.
     """
     # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
     dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
@@ -203,6 +205,14 @@ def train(
                 return _train(
                     cfg, run_dir, resume, verbose and dist.main, data, length, device, stop, dist
                 )
+    except RuntimeError as exc:  # a collective failed: another process died or hung?
+        lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
+        if lost is None:
+            raise  # any other RuntimeError is a bug: keep its traceback
+        if dist.main:  # status.json: the one-line reason rather than the backend's message
+            with contextlib.suppress(OSError):
+                write_status(run_dir, "failed", error=str(lost))
+        raise lost from None
     finally:
         if dist.active:
             distributed.shutdown()
