@@ -111,6 +111,7 @@ class TrainConfig:
     batch_size: int = _f(128, gt=0)
     epochs: int | None = _f(200, gt=0)
     iterations: int | None = _f(None, gt=0)  # when set, the run's length in steps
+    max_seconds: float | None = _f(None, gt=0)  # end the run after this much training time
     seed: int = _f(0, ge=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))

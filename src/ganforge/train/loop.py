@@ -200,6 +200,10 @@ def train(
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
             check_labels(cfg, data)
+            if cfg.train.max_seconds is not None and dist.active:  # ranks could disagree
+                raise ConfigError(
+                    "train.max_seconds is for single-process runs; set train.iterations instead"
+                )
             length = Length.of(cfg, len(data), batch)
             with StopSignals() as stop:
                 return _train(
@@ -315,6 +319,7 @@ def _train(
     log_path = run_dir / "log.jsonl" if main else Path(os.devnull)
     log = open(log_path, "a")
     agreed_stop = False  # under torchrun: a stop request agreed by all ranks
+    budget = cfg.train.max_seconds  # seconds of training in this session (single process)
 
     def checkpoint(done: int, epoch: int) -> None:
         check_parameters({"generator": models.g, "discriminator": models.d}, done)
@@ -356,9 +361,11 @@ def _train(
                 aug_gen = torch.Generator(device)
                 aug_gen.manual_seed(mix_seed(seed, STREAM_AUG, step, dist.rank))
             out = train_step(step_models, cfg, real, z, step, label_noise, y, aug_gen)
+            done = step + 1
+            if budget is not None and time.perf_counter() - t_start >= budget:
+                length.total = done  # train.max_seconds: the run ends normally at this step
             if models.g_ema is not None and "loss_g" in out and step >= cfg.model.ema_start:
                 models.g_ema.update_parameters(models.g)
-            done = step + 1
             log_now = done % cfg.train.log_every == 0 or done == length.total
             try:
                 if every_step_check or log_now:
@@ -447,8 +454,8 @@ def _train(
         "images": length.total * b,
         "wall_s": round(wall, 2),
         "img_s": round(steps * b / wall, 1) if wall > 0 else None,
-        "loss_d": last_rec["loss_d"] if last_rec else None,
-        "loss_g": last_rec["loss_g"] if last_rec else None,
+        "loss_d": last_rec.get("loss_d") if last_rec else None,
+        "loss_g": last_rec.get("loss_g") if last_rec else None,
         "rollbacks": rollbacks,
         "summary": summary_text,
     }

@@ -62,6 +62,11 @@ def check_techniques(cfg: Config, shape: tuple[int, ...], batch: int) -> None:
             f"loss.real_label/fake_label/label_noise are label tricks of bce and minimax; "
             f"loss.name={lc.name} has no targets: remove them or use loss.name=bce"
         )
+    if cfg.model.pack > 1 and lc.label_noise:
+        raise ConfigError(
+            "loss.label_noise: per-sample target noise does not fit a packed D (model.pack > 1); "
+            "remove loss.label_noise or set model.pack=1"
+        )
     if cfg.train.augment and len(shape) != 3:
         raise ConfigError("train.augment: DiffAugment is for images; remove it for 2-D data")
     if batch % cfg.model.pack:
