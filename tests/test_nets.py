@@ -159,3 +159,15 @@ def test_keras_family_uses_keras_defaults():
     bound = math.sqrt(6 / (128 + 128 * 16 * 16))
     assert dense.weight.abs().max() <= bound and dense.weight.abs().max() > 0.9 * bound
     assert torch.count_nonzero(dense.bias) == 0
+
+
+def test_dcgan_mnist_widths_slim_the_nets_and_bad_widths_are_config_errors():
+    # dcgan-fmnist-plus's slim widths; the seed's defaults are checked in EXPECTED_PARAMS
+    cfg = ModelConfig(g="dcgan-mnist", d="dcgan-mnist", g_args={"widths": [32, 16, 8]})
+    cfg = ModelConfig(**{**cfg.__dict__, "d_args": {"widths": [16, 32], "dropout": 0.0}})
+    shape = (1, 28, 28)
+    g, d = nets.build_generator(cfg, shape), nets.build_discriminator(cfg, shape)
+    assert (nets.count_params(g), nets.count_params(d)) == (177_777, 14_817)
+    bad = ModelConfig(g="dcgan-mnist", g_args={"widths": [1, 2]})
+    with pytest.raises(ConfigError, match="widths"):
+        nets.build_generator(bad, shape)
