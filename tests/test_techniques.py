@@ -795,3 +795,19 @@ def test_config_rejects_bad_technique_values():
     cfg = load_config("vanilla-fmnist", ["train.augment=[cutout,color]", "model.ema=0.999"])
     assert cfg.train.augment == ("cutout", "color") and cfg.model.ema == 0.999
     assert set(augment.POLICIES) == {"color", "translation", "cutout"}
+
+
+def test_max_seconds_ends_the_run_normally_at_the_budget(tmp_path, monkeypatch):
+    """train.max_seconds: the step that crosses the budget is the last one, and it is
+    logged, sampled and checkpointed like the end of any run."""
+    import ganforge.train.loop as loop_mod
+
+    clock = iter(float(t) for t in range(10_000))  # each perf_counter call: one more second
+    monkeypatch.setattr(loop_mod.time, "perf_counter", lambda: next(clock))
+    cfg = points_config("train.iterations=1000", "train.max_seconds=6", "train.log_every=1000")
+    result = train(cfg, tmp_path / "run", verbose=False, data=point_data())
+    assert 1 <= result["steps"] < 1000
+    state = json.loads((tmp_path / "run/checkpoints/last/state.json").read_text())
+    assert state["step"] == result["steps"]
+    assert _log(tmp_path / "run")[result["steps"]]["step"] == result["steps"]
+    assert (tmp_path / "run/final.png").is_file()
