@@ -17,31 +17,6 @@ from .config import LOSSES
 LABELLED = ("bce", "minimax")  # losses with targets, where label smoothing and noise apply
 
 
-def bce_d_loss(
-    real_logits: torch.Tensor,
-    fake_logits: torch.Tensor,
-    real_label: float = 1.0,
-    fake_label: float = 0.0,
-    real_noise: torch.Tensor | None = None,
-    fake_noise: torch.Tensor | None = None,
-    average: bool = False,
-) -> torch.Tensor:
-    """D's sigmoid cross-entropy: real toward ``real_label``, fake toward ``fake_label``.
-
-    The sum of both terms by default (seed 002); their mean with ``average`` (seed 004).
-    """
-    real_t = torch.full_like(real_logits, real_label)
-    fake_t = torch.full_like(fake_logits, fake_label)
-    if real_noise is not None:
-        real_t = real_t + real_noise
-    if fake_noise is not None:
-        fake_t = fake_t + fake_noise
-    loss = F.binary_cross_entropy_with_logits(
-        real_logits, real_t
-    ) + F.binary_cross_entropy_with_logits(fake_logits, fake_t)
-    return loss / 2 if average else loss
-
-
 def bce_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating G loss: -log D(G(z)), i.e. BCE of fake logits toward 1."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -57,9 +32,23 @@ def d_loss(
     fake_noise: torch.Tensor | None = None,
     average: bool = False,
 ) -> torch.Tensor:
-    """D's loss under adversarial loss ``name`` (see ``config.LOSSES``)."""
-    if name in LABELLED:  # the minimax game's D is the same cross-entropy as bce's
-        return bce_d_loss(real, fake, real_label, fake_label, real_noise, fake_noise, average)
+    """D's loss under adversarial loss ``name`` (see ``config.LOSSES``).
+
+    bce and minimax (the same D): sigmoid cross-entropy of real toward ``real_label`` and fake
+    toward ``fake_label``, plus the optional target noise; the sum of both terms by default
+    (seed 002), their mean with ``average`` (seed 004).
+    """
+    if name in LABELLED:
+        real_t = torch.full_like(real, real_label)
+        fake_t = torch.full_like(fake, fake_label)
+        if real_noise is not None:
+            real_t = real_t + real_noise
+        if fake_noise is not None:
+            fake_t = fake_t + fake_noise
+        loss = F.binary_cross_entropy_with_logits(
+            real, real_t
+        ) + F.binary_cross_entropy_with_logits(fake, fake_t)
+        return loss / 2 if average else loss
     if name == "hinge":  # Lim & Ye 2017; Miyato et al. 2018
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
     if name == "wgan-gp":  # critic: maximise E[D(real)] - E[D(fake)] (penalty added apart)
