@@ -62,3 +62,29 @@ def add_evals(run_dir: Path, fds: list[float], best: int) -> list[dict]:
 def log_records(run_dir: Path) -> list[dict]:
     """All records of a run's log.jsonl."""
     return [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln]
+
+
+def cli_idx_run(root: Path, *recipe: str) -> Path:
+    """A 4-step run through ``ganforge train`` (optionally ``-r RECIPE``) on tiny
+    Fashion-MNIST-format files (64 train, 64 test) under ``root``; the HTML report is skipped
+    (it is tested on its own)."""
+    import pytest
+
+    from ganforge.cli import main
+    from ganforge.train import loop
+
+    from conftest import write_idx
+
+    data = write_idx(root / "idx", n_train=64, n_test=64)
+    run = root / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "report_after_training", lambda *a, **k: None, raising=False)
+        code = main(
+            [
+                "train", *recipe, "--out", str(run), "--data", str(data), "-q",
+                "--set", "train.iterations=4", "--set", "train.batch_size=16",
+                "--set", "train.device=cpu", "--set", "train.grid=[2,2]",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    return run

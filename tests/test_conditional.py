@@ -17,7 +17,7 @@ from ganforge.metrics.evaluate import Evaluation
 from ganforge.nets.cond import ClassBatchNorm
 from ganforge.train import loop
 
-from conftest import write_idx
+from runhelpers import cli_idx_run
 
 K = 10
 # (G, D, shape, G params, D params). Each is its unconditional family's count plus:
@@ -177,20 +177,7 @@ def test_a_generator_that_would_ignore_labels_is_refused():
 @pytest.fixture(scope="module")
 def cond_run(tmp_path_factory):
     """A 4-step cgan-fmnist run on tiny Fashion-MNIST-format files (64 train, 64 test)."""
-    root = tmp_path_factory.mktemp("cgan")
-    data = write_idx(root / "idx", n_train=64, n_test=64)
-    run = root / "run"
-    with pytest.MonkeyPatch.context() as mp:  # the HTML report is tested on its own
-        mp.setattr(loop, "report_after_training", lambda *a, **k: None, raising=False)
-        code = main(
-            [
-                "train", "-r", "cgan-fmnist", "--out", str(run), "--data", str(data), "-q",
-                "--set", "train.iterations=4", "--set", "train.batch_size=16",
-                "--set", "train.device=cpu", "--set", "train.grid=[2,2]",
-            ]
-        )  # fmt: skip
-    assert code == 0
-    return run
+    return cli_idx_run(tmp_path_factory.mktemp("cgan"), "-r", "cgan-fmnist")
 
 
 def test_sample_class_writes_a_grid_of_that_class(cond_run, tmp_path, capsys):

@@ -16,6 +16,7 @@ from ganforge.train.checkpoint import verify
 from ganforge.train.loop import train
 
 from conftest import write_idx
+from runhelpers import cli_idx_run
 
 RING = [
     "data.points=2000",
@@ -101,20 +102,7 @@ def test_evaluate_cli_on_a_2d_run_writes_metrics_json(ring_run, capsys):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A vanilla run of 4 steps on tiny Fashion-MNIST-format files (64 train, 64 test)."""
-    root = tmp_path_factory.mktemp("fm")
-    data = write_idx(root / "idx", n_train=64, n_test=64)
-    run = root / "run"
-    with pytest.MonkeyPatch.context() as mp:  # the HTML report is tested on its own
-        mp.setattr(loop, "report_after_training", lambda *a, **k: None, raising=False)
-        code = main(
-            [
-                "train", "--out", str(run), "--data", str(data), "-q",
-                "--set", "train.iterations=4", "--set", "train.batch_size=16",
-                "--set", "train.device=cpu", "--set", "train.grid=[2,2]",
-            ]
-        )  # fmt: skip
-    assert code == 0
-    return run
+    return cli_idx_run(tmp_path_factory.mktemp("fm"))
 
 
 def test_evaluate_cli_writes_the_protocol_of_every_number(image_run):
