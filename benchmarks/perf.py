@@ -9,8 +9,10 @@ to share the machine's noise, and the median images/s of each is printed.
 
 baseline: a torchvision DataLoader over PIL images with ToTensor + Normalize per image,
   shuffle=True, and G run a second time for G's step (the seeds' loop).
+  Its nets are NCHW and its optimizers torch's default per-tensor Adam, as in the seeds.
 engine:   ganforge.train.step.train_step over device-resident TensorData, batches indexed
-  the way train/loop.py indexes them (a seeded permutation), noise from a per-step generator.
+  the way train/loop.py indexes them (a seeded permutation), noise from a per-step generator,
+  the recipe's optimizers (fused Adam) and layout (dcgan-64: train.channels_last).
 Both use the recipe's nets from ganforge.train.loop.build_models, batch size and precision.
 """
 
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -77,7 +80,13 @@ def recipe_data(recipe: str, n: int) -> tuple[Config, TensorData, str]:
 
 def baseline(cfg: Config, data: TensorData, steps: int) -> float:
     """Images/s of the tutorials' loop over ``steps`` batches (after one warm-up batch)."""
+    # The seeds' set-up: NCHW tensors and torch's default (per-tensor) Adam, not the fused one.
+    cfg = replace(cfg, train=replace(cfg.train, channels_last=False))
     m = build_models(cfg, data.shape, torch.device("cpu"))
+    opt_d, opt_g = (
+        torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+        for net, o in ((m.d, cfg.optim.d), (m.g, cfg.optim.g))
+    )
     c = data.shape[0]
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5] * c, [0.5] * c)])
     loader = DataLoader(
@@ -97,15 +106,15 @@ def baseline(cfg: Config, data: TensorData, steps: int) -> float:
                 loss_d = F.binary_cross_entropy_with_logits(
                     rl.float(), torch.ones_like(rl.float())
                 ) + F.binary_cross_entropy_with_logits(fl.float(), torch.zeros_like(fl.float()))
-            m.opt_d.zero_grad()
+            opt_d.zero_grad()
             loss_d.backward()
-            m.opt_d.step()
+            opt_d.step()
             with amp:
                 gl = m.d(m.g(z)).float()  # G runs a second time
                 loss_g = F.binary_cross_entropy_with_logits(gl, torch.ones_like(gl))
-            m.opt_g.zero_grad()
+            opt_g.zero_grad()
             loss_g.backward()
-            m.opt_g.step()
+            opt_g.step()
             loss_d.item(), loss_g.item()  # the tutorials print or accumulate these
             done += 1
             if done >= steps:
@@ -181,9 +190,10 @@ def eval_speed(cfg: Config) -> dict[str, float]:
     return {"eval_setup_s": setup, "eval_s": time.perf_counter() - t, "fd_untrained": fd}
 
 
-def child(recipe: str, precision: str, repeats: int, do_eval: bool, threads: int | None) -> dict:
+def child(
+    recipe: str, precision: str, repeats: int, do_eval: bool, threads: int | None, steps: int
+) -> dict:
     """One configuration, measured in this process; returns a JSON-able row."""
-    steps = STEPS[recipe]
     cfg0, data, source = recipe_data(recipe, 0 if recipe == "dcgan-64" else 60_000)
     if recipe == "dcgan-64":
         cfg0, data, source = recipe_data(recipe, cfg0.train.batch_size * (steps + 2))
@@ -204,6 +214,8 @@ def child(recipe: str, precision: str, repeats: int, do_eval: bool, threads: int
         "precision": precision,
         "data": source,
         "batch": cfg.train.batch_size,
+        "steps": steps,
+        "channels_last": cfg.train.channels_last,
         "threads": torch.get_num_threads(),
         "baseline_img_s": statistics.median(base),
         "engine_img_s": e,
@@ -228,11 +240,19 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, help="train.threads for both loops (default torch's)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="timed steps per loop and repeat (default: "
+        + ", ".join(f"{r} {n}" for r, n in STEPS.items())
+        + ")",
+    )
     p.add_argument("--eval", action="store_true", help="also time FD on 10,000 samples")
     p.add_argument("--child", nargs=2, metavar=("RECIPE", "PRECISION"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(*a.child, a.repeats, a.eval, a.threads)))
+        steps = a.steps or STEPS[a.child[0]]
+        print(json.dumps(child(*a.child, a.repeats, a.eval, a.threads, steps)))
         return
     hdr = (
         f"{'recipe':15} {'prec':5} {'base img/s':>10} {'engine img/s':>12} {'ratio':>6} "
@@ -244,6 +264,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", r, prec, "--repeats", str(a.repeats)]
             if a.threads:
                 cmd += ["--threads", str(a.threads)]
+            if a.steps:
+                cmd += ["--steps", str(a.steps)]
             if a.eval and prec == "fp32":
                 cmd.append("--eval")
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

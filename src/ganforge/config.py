@@ -116,6 +116,7 @@ class TrainConfig:
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))
     threads: int | None = _f(None, gt=0)  # CPU: torch intra-op threads; None = torch's own
+    channels_last: bool = False  # image nets' weights and batches in NHWC (faster convolutions)
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
     augment: tuple[str, ...] = _f((), choices=AUGMENTS)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records

@@ -210,6 +210,21 @@ def load_weights(path: Path, name: str, device: torch.device | str = "cpu") -> d
         raise CheckpointError(f"{path}: cannot read {name}.safetensors ({e})") from None
 
 
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each loaded per-parameter state tensor its parameter's memory layout.
+
+    Checkpoints store tensors contiguous (NCHW). torch's fused Adam walks parameter, gradient
+    and moments as flat buffers, so channels_last weights with NCHW moments would be updated
+    with scrambled moments, silently (measured: an error of 0.16 after two steps at lr 0.1).
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
     """Restore networks, optimizers and RNG states; return the counters of state.json."""
     meta = verify(path)
@@ -220,6 +235,8 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         opt = meta["optim"]
         models.opt_g.load_state_dict(_join_optimizer("opt_g", state, opt["g"]))
         models.opt_d.load_state_dict(_join_optimizer("opt_d", state, opt["d"]))
+        _match_layouts(models.opt_g)
+        _match_layouts(models.opt_d)
         if models.g_ema is not None:  # a run that had no EMA yet starts one from G
             models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
             ema_path = path / "g_ema.safetensors"

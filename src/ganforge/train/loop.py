@@ -107,6 +107,8 @@ def build_models(cfg: Config, shape: tuple[int, ...], device: torch.device) -> M
     np.random.seed(init_seed % 2**32)
     g = nets.build_generator(cfg.model, shape).to(device)
     d = nets.build_discriminator(cfg.model, shape).to(device)
+    if cfg.train.channels_last and len(shape) == 3:  # conv weights NHWC; others unchanged
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
     return Models(
         g,
         d,

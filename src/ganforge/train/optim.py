@@ -10,12 +10,18 @@ from ..config import OptimConfig
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam or RMSprop with the configured hyperparameters."""
+    """Adam or RMSprop with the configured hyperparameters.
+
+    Adam is torch's fused kernel where it exists (float parameters on the CPU or CUDA): the
+    same update in one pass over each tensor instead of ~10 elementwise ops, which was a third
+    of an MLP recipe's step on the CPU (docs/performance.md).
+    """
     params = list(params)
     if cfg.name == "rmsprop":
         # Keras' RMSprop: eps outside the square root, as torch's; rho is torch's alpha.
         return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
 
 
 def optimizer_step(opt: torch.optim.Optimizer, cfg: OptimConfig, t: int) -> None:

@@ -129,6 +129,8 @@ def train_step(
     """
     lc, tc = cfg.loss, cfg.train
     amp = autocast(real.device, tc.precision)
+    if tc.channels_last and real.dim() == 4:  # the layout of the conv weights (build_models)
+        real = real.contiguous(memory_format=torch.channels_last)
     real_noise, fake_noise = label_noise if label_noise is not None else (None, None)
     g_step = (step + 1) % tc.d_steps == 0
     r1_now = lc.r1 > 0 and step % lc.r1_every == 0
