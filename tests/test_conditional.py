@@ -74,6 +74,21 @@ def test_conditional_nets_shapes_and_parameter_counts(g, d, shape, g_params, d_p
     assert disc(x, y).shape == (4, 1)
 
 
+def test_slim_conditional_dcgan_mnist_takes_the_widths():
+    """widths reach the conditional nets: dcgan-fmnist-plus's slim nets (177,777 / 14,817
+    parameters) plus the same additions; dense 32 x 7 x 7 = 1,568 wide, BN 1,568 + 16 + 8."""
+    cfg = _cfg(
+        "dcgan-mnist-cond",
+        "dcgan-mnist-proj",
+        g_args={"widths": [32, 16, 8]},
+        d_args={"widths": [16, 32]},
+    )
+    gen, disc = nets.build_generator(cfg, (1, 28, 28)), nets.build_discriminator(cfg, (1, 28, 28))
+    assert nets.count_params(gen) == 177_777 + 10 * 1_568 + 100 + 18 * 1_592
+    assert nets.count_params(disc) == 14_817 + 10 * 1_568
+    assert gen(torch.randn(2, 100), torch.tensor([1, 7])).shape == (2, 1, 28, 28)
+
+
 def test_cgan_fmnist_recipe_builds_its_nets():
     cfg = load_config("cgan-fmnist")
     shape = data_shape(cfg.data)

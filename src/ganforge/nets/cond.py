@@ -200,18 +200,25 @@ def dcgan_mnist_cond_generator(
     flat_bn: bool = False,
     embed_dim: int = 10,
     cbn: bool = True,
+    widths: tuple[int, int, int] = (256, 128, 64),
 ) -> nn.Module:
-    """The ``dcgan-mnist`` G (28x28) on [z, embed(y)] with class-conditional BN."""
-    body = dcgan_mnist_generator(z_dim + embed_dim, shape, slope, flat_bn)
+    """The ``dcgan-mnist`` G (28x28, its ``widths``) on [z, embed(y)] with class-conditional BN."""
+    body = dcgan_mnist_generator(z_dim + embed_dim, shape, slope, flat_bn, tuple(widths))
     return _conditional_g(body, num_classes, embed_dim, cbn)
 
 
 @DISCRIMINATORS.register("dcgan-mnist-proj")
 def dcgan_mnist_proj_discriminator(
-    shape: tuple[int, ...], num_classes: int, slope: float = 0.2, dropout: float = 0.3
+    shape: tuple[int, ...],
+    num_classes: int,
+    slope: float = 0.2,
+    dropout: float = 0.3,
+    widths: tuple[int, int] = (64, 128),
 ) -> nn.Module:
-    """The ``dcgan-mnist`` D; phi(x) is its flattened last conv map (6,272 for 28x28)."""
-    return _projection_d(dcgan_mnist_discriminator(shape, slope, dropout), num_classes)
+    """The ``dcgan-mnist`` D (its ``widths``); phi(x) is its flattened last conv map (6,272
+    for 28x28 at the default widths)."""
+    d = dcgan_mnist_discriminator(shape, slope, dropout, tuple(widths))
+    return _projection_d(d, num_classes)
 
 
 @GENERATORS.register("dcgan-svhn-cond")
