@@ -201,6 +201,41 @@ def test_killed_rank_ends_the_job(tmp_path: Path) -> None:
     assert status["status"] == "failed" and status["error"] == lines[0][len("ganforge: error: ") :]
 
 
+def test_ctrl_c_stops_every_rank_with_a_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the workers get SIGINT, then
+    torchrun's agent sends them SIGTERM. The workers still agree on a step and save it."""
+    run_dir = tmp_path / "run"
+    args = [*ARGS, "--set", "train.iterations=1000000", "--set", "train.log_every=20"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganforge", "train", "--nproc", "2", *args, "--out", str(run_dir)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (run_dir / "log.jsonl").is_file() or not (run_dir / "log.jsonl").stat().st_size:
+            assert proc.poll() is None and time.monotonic() < deadline, "job did not start"
+            time.sleep(0.2)
+        workers = _workers(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGINT, (proc.returncode, err[-2000:])
+    assert err.splitlines()[-1] == "ganforge: stopped by SIGINT", err[-2000:]
+    assert all(not p.exists() for p in (Path(f"/proc/{pid}") for pid in workers.values()))
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted", status
+    assert state["step"] >= 20, state["step"]  # past the first log record: a real save
+
+
 def test_peer_failures_are_told_from_bugs() -> None:
     gloo_closed = RuntimeError(
         "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "

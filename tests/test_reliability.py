@@ -133,6 +133,20 @@ def test_signal_handlers_are_restored():
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_only_the_same_signal_twice_stops_at_once():
+    """SIGINT then SIGTERM (Ctrl-C under torchrun: the terminal, then the agent) keeps the
+    graceful stop; a second SIGINT (Ctrl-C twice) interrupts at once."""
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert stop.requested and stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+
 def test_preempted_run_resumes_exactly(tmp_path, tiny_images, monkeypatch):
     """A stop requested at step 5 (as a signal would) then a resume equals an unbroken run."""
     cfg = load_config("vanilla-fmnist", FAST + ["train.iterations=12"])

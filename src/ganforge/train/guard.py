@@ -78,7 +78,9 @@ class StopSignals:
     """Turn SIGTERM / SIGINT into a request the loop honours after the current step.
 
     A second signal of the same kind while stopping falls back to the previous handler's
-    behaviour, so a stuck run can still be interrupted. Previous handlers are restored on exit.
+    behaviour, so a stuck run can still be interrupted; one of the other kind does not: a
+    Ctrl-C under torchrun reaches the workers as SIGINT, then from the agent as SIGTERM, and
+    the workers must still save their checkpoint. Previous handlers are restored on exit.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -88,12 +90,13 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # asked twice: stop now
+        if self.signum == signum:  # asked twice: stop now
             previous = self._previous.get(signum)
             if callable(previous):
                 previous(signum, frame)
             raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:  # the first signal names the stop
+            self.signum = signum
 
     def __enter__(self) -> StopSignals:
         import threading
