@@ -88,3 +88,15 @@ def cli_idx_run(root: Path, *recipe: str) -> Path:
         )  # fmt: skip
     assert code == 0
     return run
+
+
+def assert_same_checkpoints(a: Path, b: Path, names: tuple[str, ...] = ("g", "d", "state")) -> None:
+    """The last checkpoints of runs ``a`` and ``b`` hold bitwise equal tensors (exact resume)."""
+    from safetensors.torch import load_file
+
+    for name in names:
+        ta = load_file(a / "checkpoints" / "last" / f"{name}.safetensors")
+        tb = load_file(b / "checkpoints" / "last" / f"{name}.safetensors")
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{name}:{k} differs after resume"

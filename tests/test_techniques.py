@@ -37,6 +37,8 @@ from ganforge.train.step import (
     train_step,
 )
 
+from runhelpers import assert_same_checkpoints
+
 CPU = torch.device("cpu")
 LOSS_NAMES = ("bce", "minimax", "hinge", "wgan-gp", "lsgan", "relativistic")
 
@@ -473,12 +475,7 @@ def test_resume_is_bitwise_exact_with_techniques(tmp_path, ema_start):
     has_ema = (tmp_path / "part" / "checkpoints" / "last" / "g_ema.safetensors").exists()
     assert has_ema == (ema_start < 5)
     train(full, tmp_path / "part", resume=True, verbose=False, data=data)
-    for name in ("g", "d", "g_ema", "state"):
-        a = load_file(tmp_path / "full" / "checkpoints" / "last" / f"{name}.safetensors")
-        b = load_file(tmp_path / "part" / "checkpoints" / "last" / f"{name}.safetensors")
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    assert_same_checkpoints(tmp_path / "full", tmp_path / "part", ("g", "d", "g_ema", "state"))
     full_log, part_log = _log(tmp_path / "full"), _log(tmp_path / "part")
     assert full_log == part_log and sorted(full_log) == list(range(1, 11))
     assert all("gp" in r for r in full_log.values())

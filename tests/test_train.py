@@ -15,6 +15,8 @@ from ganforge.errors import DataError
 from ganforge.nets import build_discriminator, build_generator, count_params
 from ganforge.train.loop import epoch_order, train
 
+from runhelpers import assert_same_checkpoints
+
 FAST = ["train.batch_size=32", "train.log_every=1", "train.device=cpu", "train.report=false"]
 
 
@@ -96,12 +98,7 @@ def test_resume_continues_exactly(tmp_path, tiny_images):
     part = load_config("vanilla-fmnist", base + ["train.iterations=5"])
     train(part, tmp_path / "part", verbose=False, data=tiny_images)
     train(full, tmp_path / "part", resume=True, verbose=False, data=tiny_images)
-    for name in ("g", "d", "state"):
-        a = load_file(tmp_path / "full" / "checkpoints" / "last" / f"{name}.safetensors")
-        b = load_file(tmp_path / "part" / "checkpoints" / "last" / f"{name}.safetensors")
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    assert_same_checkpoints(tmp_path / "full", tmp_path / "part")
     strip = [
         {k: v for k, v in r.items() if k not in ("img_s", "time")}
         for r in _records(tmp_path / "full")
