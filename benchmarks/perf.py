@@ -28,7 +28,6 @@ import sys
 import time
 from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -308,5 +307,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
