@@ -44,6 +44,8 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/pyright
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from ganforge import nets
+from ganforge.checkpoint import find_checkpoint, load_weights
 from ganforge.config import load_config
-from ganforge.train.checkpoint import find_checkpoint, load_weights
-from ganforge.train.loop import train
+from ganforge.engine.loop import train
 
 TARGET_MEAN = torch.tensor([1.0, 2.0], dtype=torch.float64)
 TARGET_COV = torch.tensor([[1.01, 1.95], [1.95, 4.25]], dtype=torch.float64)

@@ -10,10 +10,10 @@ to share the machine's noise, and the median images/s of each is printed.
 baseline: a torchvision DataLoader over PIL images with ToTensor + Normalize per image,
   shuffle=True, and G run a second time for G's step (the seeds' loop).
   Its nets are NCHW and its optimizers torch's default per-tensor Adam, as in the seeds.
-engine:   ganforge.train.step.train_step over device-resident TensorData, batches indexed
+engine:   ganforge.engine.step.train_step over device-resident TensorData, batches indexed
   the way train/loop.py indexes them (a seeded permutation), noise from a per-step generator,
   the recipe's optimizers (fused Adam) and layout (dcgan-64: train.channels_last).
-Both use the recipe's nets from ganforge.train.loop.build_models, batch size and precision.
+Both use the recipe's nets from ganforge.engine.loop.build_models, batch size and precision.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from torchvision import transforms
 from ganforge import nets
 from ganforge.config import Config, load_config
 from ganforge.data import TensorData, load_data
-from ganforge.train.loop import STREAM_NOISE, build_models, epoch_order, mix_seed
-from ganforge.train.step import Models, autocast, set_threads, train_step
+from ganforge.engine.loop import STREAM_NOISE, build_models, epoch_order, mix_seed
+from ganforge.engine.step import Models, autocast, set_threads, train_step
 
 RECIPES = ("vanilla-fmnist", "dcgan-mnist", "dcgan-64")
 STEPS = {"vanilla-fmnist": 40, "dcgan-mnist": 4, "dcgan-64": 1}  # timed steps per repeat

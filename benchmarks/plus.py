@@ -27,8 +27,8 @@ import torch
 
 from ganforge.config import load_config
 from ganforge.data.generated import MIXTURES
+from ganforge.engine.loop import train
 from ganforge.metrics.evaluate import evaluate_run
-from ganforge.train.loop import train
 
 # Columns shown per kind of data: (metric key, header, format)
 COLUMNS = {

@@ -28,9 +28,9 @@ import torch
 from ganforge.config import DataConfig, load_config
 from ganforge.data import load_data
 from ganforge.data.generated import MIXTURES
+from ganforge.engine.loop import train
 from ganforge.metrics import frechet, precision_recall
 from ganforge.metrics.evaluate import Evaluation
-from ganforge.train.loop import train
 
 
 def _fmt(v: object) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+import ganforge
 from ganforge.config import Config, load_config
 from ganforge.data import TensorData
-from ganforge.train.loop import train
 
 
 def gaussian_config(*overrides: str) -> Config:
@@ -20,7 +20,7 @@ def gaussian_config(*overrides: str) -> Config:
 
 def gaussian_run(run_dir: Path, *overrides: str) -> Path:
     """A finished gaussian-2d run (samples are real-vs-generated scatter plots)."""
-    train(gaussian_config(*overrides), run_dir, verbose=False)
+    ganforge.train(gaussian_config(*overrides), out=run_dir, verbose=False)
     return run_dir
 
 
@@ -42,7 +42,7 @@ def image_run(run_dir: Path, *overrides: str) -> Path:
         "train.device=cpu",
     ]
     cfg = load_config("vanilla-fmnist", [*base, *overrides])
-    train(cfg, run_dir, verbose=False, data=tiny_images())
+    ganforge.train(cfg, out=run_dir, verbose=False, data=tiny_images())
     return run_dir
 
 
@@ -71,7 +71,7 @@ def cli_idx_run(root: Path, *recipe: str) -> Path:
     import pytest
 
     from ganforge.cli import main
-    from ganforge.train import loop
+    from ganforge.engine import loop
 
     from conftest import write_idx
 

@@ -12,10 +12,10 @@ from ganforge import nets
 from ganforge.cli import main, sample_labels
 from ganforge.config import ModelConfig, load_config
 from ganforge.data import TensorData, data_shape
+from ganforge.engine import loop
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.metrics.evaluate import Evaluation
 from ganforge.nets.cond import ClassBatchNorm
-from ganforge.train import loop
 
 from runhelpers import cli_idx_run
 

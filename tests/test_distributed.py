@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 import ganforge
-from ganforge import distributed
 from ganforge.cli import main
 from ganforge.config import load_config
+from ganforge.engine import distributed
+from ganforge.engine.loop import train
 from ganforge.errors import ConfigError, PeerLost
-from ganforge.train.loop import train
 
 SRC = str(Path(ganforge.__file__).resolve().parents[1])
 # gaussian-2d: linear G, MLP D, no BatchNorm or dropout; global batch 8 = 2 ranks x 4.

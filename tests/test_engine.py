@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from ganforge.checkpoint import load_checkpoint
 from ganforge.config import load_config
-from ganforge.train.checkpoint import load_checkpoint
-from ganforge.train.loop import build_models, train
-from ganforge.train.step import train_step
+from ganforge.engine.loop import build_models, train
+from ganforge.engine.step import train_step
 
 from runhelpers import assert_same_checkpoints, tiny_images
 
@@ -176,7 +176,7 @@ def test_dcgan_64_trains_samples_and_resumes_in_nhwc(tmp_path, monkeypatch) -> N
     from PIL import Image
 
     from ganforge.cli import main
-    from ganforge.train import loop
+    from ganforge.engine import loop
 
     folder = tmp_path / "sprites"
     folder.mkdir()

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
+from ganforge.checkpoint import verify
 from ganforge.cli import main
 from ganforge.config import load_config
+from ganforge.engine import evaluation, loop
+from ganforge.engine.loop import train
 from ganforge.errors import GanforgeError
 from ganforge.metrics import evaluate, features, inception
-from ganforge.train import loop
-from ganforge.train.checkpoint import verify
-from ganforge.train.loop import train
 
 from conftest import write_idx
 from runhelpers import cli_idx_run
@@ -68,13 +68,13 @@ def test_training_with_eval_every_writes_eval_records_and_best(ring_run):
 
 def test_eval_is_off_unless_eval_every_is_set(tmp_path):
     assert load_config("vanilla-fmnist").eval.every is None
-    assert evaluate.TrainingEval.of(load_config("vanilla-fmnist"), tmp_path, "cpu") is None
-    hook = evaluate.TrainingEval.of(load_config("ring-8", RING), tmp_path, "cpu")
+    assert evaluation.TrainingEval.of(load_config("vanilla-fmnist"), tmp_path, "cpu") is None
+    hook = evaluation.TrainingEval.of(load_config("ring-8", RING), tmp_path, "cpu")
     assert hook is not None and hook.due(20, 40) and hook.due(40, 40) and not hook.due(25, 40)
 
 
 def test_a_resumed_run_remembers_its_best(ring_run):
-    hook = evaluate.TrainingEval(load_config("ring-8", RING), ring_run, "cpu")
+    hook = evaluation.TrainingEval(load_config("ring-8", RING), ring_run, "cpu")
     evals = [r for r in _records(ring_run) if "eval" in r]
     assert hook.best == max(r["eval"]["score"] for r in evals)
 

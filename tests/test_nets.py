@@ -10,10 +10,10 @@ import torch
 from ganforge import nets
 from ganforge.config import ModelConfig, load_config, recipe_names
 from ganforge.data import data_shape
+from ganforge.engine.loop import build_models
+from ganforge.engine.step import train_step
 from ganforge.errors import ConfigError
 from ganforge.nets.dcgan import conv_same, tconv_same
-from ganforge.train.loop import build_models
-from ganforge.train.step import train_step
 
 # (G, D) trainable parameters per recipe: RECIPES.md's table (the seeds' own counts where
 # they print them). dcgan-svhn-gray is dcgan-svhn with one channel: the last transposed

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from ganforge import nets
 from ganforge.config import load_config, recipe_names
 from ganforge.data import TensorData, data_shape, select
-from ganforge.train import loop
-from ganforge.train.loop import build_models, train
-from ganforge.train.optim import optimizer_step
-from ganforge.train.step import train_step
+from ganforge.engine import loop
+from ganforge.engine.loop import build_models, train
+from ganforge.engine.optim import optimizer_step
+from ganforge.engine.step import train_step
 
 # Small, fast stand-ins for the recipes' nets where a test is about the training options.
 CHEAP_NETS = ["model.g=linear", "model.d=mlp", "model.g_args={}", "model.d_args={widths: [8]}"]

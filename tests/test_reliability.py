@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ganforge import checkpoint as ckpt
 from ganforge.cli import main
 from ganforge.config import load_config
-from ganforge.errors import CheckpointError, GanforgeError
-from ganforge.train import checkpoint as ckpt
-from ganforge.train import loop
-from ganforge.train.guard import EXIT_DIVERGED, Diverged, RunLock, StopSignals
-from ganforge.train.loop import build_models, train
+from ganforge.engine import loop
+from ganforge.engine.guard import RunLock, StopSignals
+from ganforge.engine.loop import build_models, train
+from ganforge.errors import EXIT_DIVERGED, CheckpointError, Diverged, GanforgeError
 
 from conftest import write_idx
 from killer import cli, differences, strip_log, train_with_kills

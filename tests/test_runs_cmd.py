@@ -14,10 +14,10 @@ import torch
 
 from ganforge.cli import main
 from ganforge.data import TensorData, load_data
+from ganforge.engine.loop import train
+from ganforge.errors import Diverged, Preempted
 from ganforge.report.runlog import read_status, run_state, status_of_exception, write_status
 from ganforge.report.runs import list_runs
-from ganforge.train.guard import Diverged, Preempted
-from ganforge.train.loop import train
 
 from runhelpers import add_evals, gaussian_config, gaussian_run
 

@@ -19,16 +19,13 @@ from torch import nn
 
 from ganforge import augment
 from ganforge.augment import color, cutout, diff_augment, translation
+from ganforge.checkpoint import load_weights
 from ganforge.config import Config, load_config
 from ganforge.data import TensorData
-from ganforge.errors import ConfigError
-from ganforge.losses import d_loss, g_loss
-from ganforge.nets import Packed, build_discriminator
-from ganforge.train import loop
-from ganforge.train import step as step_mod
-from ganforge.train.checkpoint import load_weights
-from ganforge.train.loop import build_models, train
-from ganforge.train.step import (
+from ganforge.engine import callbacks, loop
+from ganforge.engine import step as step_mod
+from ganforge.engine.loop import build_models, train
+from ganforge.engine.step import (
     Models,
     check_techniques,
     gradient_penalty,
@@ -36,6 +33,9 @@ from ganforge.train.step import (
     r1_penalty,
     train_step,
 )
+from ganforge.errors import ConfigError
+from ganforge.losses import d_loss, g_loss
+from ganforge.nets import Packed, build_discriminator
 
 from runhelpers import assert_same_checkpoints
 
@@ -417,9 +417,9 @@ def test_ema_weights_grids_and_checkpoint(tmp_path, monkeypatch, d_steps):
         grids.append((path.name, who))
         return loop_save(g, z, path, *args, **kw)
 
-    loop_step, loop_save = loop.train_step, loop.save_samples
+    loop_step, loop_save = loop.train_step, callbacks.save_samples
     monkeypatch.setattr(loop, "train_step", step_spy)
-    monkeypatch.setattr(loop, "save_samples", samples_spy)
+    monkeypatch.setattr(callbacks, "save_samples", samples_spy)
     train(cfg, tmp_path / "run", verbose=False, data=point_data())
 
     assert len(g_after) == total
@@ -797,7 +797,7 @@ def test_config_rejects_bad_technique_values():
 def test_max_seconds_ends_the_run_normally_at_the_budget(tmp_path, monkeypatch):
     """train.max_seconds: the step that crosses the budget is the last one, and it is
     logged, sampled and checkpointed like the end of any run."""
-    import ganforge.train.loop as loop_mod
+    import ganforge.engine.loop as loop_mod
 
     clock = iter(float(t) for t in range(10_000))  # each perf_counter call: one more second
     monkeypatch.setattr(loop_mod.time, "perf_counter", lambda: next(clock))

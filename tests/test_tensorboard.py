@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ganforge.cli import main
-from ganforge.tb import TB_DIR, TensorBoard, scalars
+from ganforge.report.tb import TB_DIR, TensorBoard, scalars
 
 from runhelpers import log_records
 

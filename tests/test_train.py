@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from ganforge.config import load_config
 from ganforge.data import TensorData
+from ganforge.engine.loop import epoch_order, train
 from ganforge.errors import DataError
 from ganforge.nets import build_discriminator, build_generator, count_params
-from ganforge.train.loop import epoch_order, train
 
 from runhelpers import assert_same_checkpoints
 
@@ -68,7 +68,7 @@ def test_training_changes_the_generator(tmp_path, tiny_images):
     cfg = load_config("vanilla-fmnist", FAST + ["train.iterations=3"])
     torch.manual_seed(0)
     train(cfg, tmp_path / "a", verbose=False, data=tiny_images)
-    from ganforge.train.loop import build_models
+    from ganforge.engine.loop import build_models
 
     initial = build_models(cfg, (1, 28, 28), torch.device("cpu")).g.state_dict()
     trained = load_file(tmp_path / "a" / "checkpoints" / "last" / "g.safetensors")

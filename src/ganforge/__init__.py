@@ -1,3 +1,67 @@
-"""ganforge: train, evaluate and show generative adversarial networks."""
+"""ganforge: train, evaluate and show generative adversarial networks.
+
+    import ganforge
+    run = ganforge.train("vanilla-fmnist", train={"epochs": 2})
+    run.grid(64)                       # a PIL image of samples
+    run.evaluate(["fd", "pr"], n=2000)  # sample quality
+    run = ganforge.load("runs/...")     # reopen any run directory
+
+See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "Config",
+    "Run",
+    "ShowSamples",
+    "__version__",
+    "load",
+    "load_config",
+    "recipes",
+    "resume",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from .api import Run, load, resume, train
+    from .config import Config, load_config
+    from .engine.callbacks import Callback, ShowSamples
+
+# Imported on first use, so that `import ganforge` (and the CLI's start) stays light.
+_LAZY = {
+    "train": "api",
+    "resume": "api",
+    "load": "api",
+    "Run": "api",
+    "Config": "config",
+    "load_config": "config",
+    "Callback": "engine.callbacks",
+    "ShowSamples": "engine.callbacks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "recipes":
+        return _recipes
+    raise AttributeError(f"module 'ganforge' has no attribute {name!r}")
+
+
+def _recipes() -> list[str]:
+    """The names of the shipped recipes."""
+    from .config import recipe_names
+
+    return recipe_names()
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

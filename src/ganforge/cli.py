@@ -9,7 +9,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,19 +171,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_run_dir(recipe: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{recipe}-{stamp}"
-    i = 1
-    while path.exists():
-        i += 1
-        path = Path("runs") / f"{recipe}-{stamp}-{i}"
-    return path
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config, read_config
-    from .train.loop import train
+    """Train a recipe (or continue a run) through the library's ``train`` / ``resume``."""
+    from . import api
 
     overrides = list(args.overrides)
     if args.data:
@@ -198,31 +187,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         return _launch_torchrun(args)
 
+    verbose = not args.quiet
     if args.resume:
         if args.recipe or args.out:
             raise GanforgeError("--resume continues a run in place; drop --recipe and --out")
-        run_dir = Path(args.resume)
-        if not run_dir.is_dir():
-            raise GanforgeError(f"--resume {run_dir}: no such run directory")
-        cfg = read_config(run_dir / "config.yaml", overrides)
+        run = api.resume(args.resume, overrides=overrides, verbose=verbose)
     else:
-        cfg = load_config(args.recipe, overrides)
         if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise GanforgeError(
                 "under torchrun give --out DIR: every process must name the same run directory"
             )
-        run_dir = Path(args.out) if args.out else _new_run_dir(cfg.recipe)
-        if (run_dir / "config.yaml").exists():
-            raise GanforgeError(
-                f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --out"
-            )
-    result = train(cfg, run_dir, resume=bool(args.resume), verbose=not args.quiet)
+        recipe = args.recipe or "vanilla-fmnist"
+        run = api.train(recipe, out=args.out, overrides=overrides, verbose=verbose)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 speaks for the job
+    result = run.result
     print(
         f"done: {result['steps']:,} steps, {result['images']:,} images in "
-        f"{result['wall_s']:.1f} s ({result['img_s']:,.0f} img/s); run directory: {run_dir}"
+        f"{result['wall_s']:.1f} s ({result['img_s']:,.0f} img/s); run directory: {run.dir}"
     )
     return 0
 
@@ -258,9 +240,9 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
         elif not a.startswith("--nproc="):
             rest.append(a)
     if not args.resume and not args.out:
-        from .config import load_config
+        from .api import make_config, new_run_dir
 
-        rest += ["--out", str(_new_run_dir(load_config(args.recipe).recipe))]
+        rest += ["--out", str(new_run_dir(make_config(args.recipe or "vanilla-fmnist").recipe))]
     cmd = ["--standalone", "--nproc-per-node", str(args.nproc)]
     cmd += ["-m", "ganforge", *argv[:i], "train", *rest]
     try:
@@ -323,36 +305,30 @@ def sample_labels(
 def cmd_sample(args: argparse.Namespace) -> int:
     """Grid (or scatter, for 2-D data) of ``n`` samples from a run's saved generator; of one
     class (``--class``) or of every class in turn for a class-conditional run."""
-    import torch
-
-    from . import nets
-    from .config import read_config
-    from .data import data_shape
-    from .train.checkpoint import find_checkpoint, load_weights
-    from .train.loop import mix_seed, resolve_device
+    from . import api
     from .visual import render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
+    from .config import read_config
+
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    cfg = read_config(run_dir / "config.yaml")
-    y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
-    device = resolve_device(args.device)
-    prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
-    ckpt = find_checkpoint(run_dir, prefer)
-    g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
-    g.load_state_dict(load_weights(ckpt, "sampler", device))
-    g.eval()
-    gen = torch.Generator().manual_seed(mix_seed(args.seed))
-    z = nets.sample_noise(args.n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)
-    with torch.no_grad():
-        fake = nets.generate(g, z, None if y is None else y.to(device))
+    classes = read_config(run_dir / "config.yaml").model.num_classes
+    y, cols = sample_labels(args.n, classes, args.class_, str(run_dir))  # before any loading
+    run = api.load(run_dir, args.checkpoint or "best", device=args.device)
+    fake = run.sample(args.n, seed=args.seed, labels=y)
     out = Path(args.output)
-    render(fake, out, (math.ceil(args.n / cols), cols), cfg.data.range, title=str(ckpt))
+    render(
+        fake,
+        out,
+        (math.ceil(args.n / cols), cols),
+        run.config.data.range,
+        title=str(run.checkpoint),
+    )
     of = f" of class {args.class_}" if args.class_ is not None else ""
-    print(f"wrote {args.n} samples{of} from {ckpt} to {out}")
+    print(f"wrote {args.n} samples{of} from {run.checkpoint} to {out}")
     return 0
 
 

@@ -44,6 +44,7 @@ class DataConfig:
     download: bool = True  # allow torchvision's download when no local copy is found
     limit: int | None = _f(None, gt=0)  # use only the first N examples (quick runs, tests)
     points: int = _f(1000, gt=0)  # number of points of a generated (2-D) data set
+    shape: tuple[int, ...] | None = None  # data given from Python: the shape of one example
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,15 @@ DEFAULT_RECIPE = "vanilla-fmnist"
 
 
 # ---------------------------------------------------------------- recipes
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """YAML text -> plain data (``yaml.safe_load``: no Python objects); a one-line
+    ConfigError naming ``where`` when it is not valid YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({e.__class__.__name__})") from None
 
 
 def recipe_names() -> list[str]:

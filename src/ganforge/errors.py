@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 
 class GanforgeError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
@@ -30,3 +33,24 @@ class PeerLost(GanforgeError):
     """
 
     exit_code = EXIT_PEER_LOST
+
+
+EXIT_DIVERGED = 3  # a dedicated exit code for non-finite losses or parameters
+
+
+class Diverged(GanforgeError):
+    """A loss or parameter became NaN or infinite."""
+
+    exit_code = EXIT_DIVERGED
+
+
+class Preempted(GanforgeError):
+    """SIGTERM or SIGINT arrived; a checkpoint was written before stopping."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} after step {step}; checkpoint saved; continue with "
+            f"'ganforge train --resume {run_dir}'"
+        )
+        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report

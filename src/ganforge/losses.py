@@ -4,7 +4,7 @@
 minimises; ``real`` and ``fake`` are D's raw outputs (N, 1) on real and generated samples.
 Label tricks (bce and minimax) are arguments: ``real_label`` < 1 is one-sided label
 smoothing, ``real_noise`` / ``fake_noise`` tensors added to the targets (seed 003's
-0.05 * U[0, 1)). The gradient penalties that need D itself live in ``ganforge.train.step``.
+0.05 * U[0, 1)). The gradient penalties that need D itself live in ``ganforge.engine.step``.
 """
 
 from __future__ import annotations

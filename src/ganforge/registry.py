@@ -1,9 +1,16 @@
-"""Name -> builder registries (nets, data sets, ...), with errors that list the choices."""
+"""Name -> object registries (nets, data sets, losses, ...), with errors that list the choices.
+
+Every registry also accepts an import path, ``package.module:attribute``: the object is
+imported on use, so a run that names one (in its config.yaml) reopens in any process where
+that module is importable. ``python:NAME`` marks an object that was handed to
+``ganforge.train`` in one process and cannot be imported back.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -27,7 +34,18 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str, key: str | None = None) -> T:
-        """The callable registered as ``name``; a ConfigError naming ``key`` if unknown."""
+        """The object registered as ``name`` (or imported from ``module:attr``); a one-line
+        ConfigError naming ``key`` if unknown or not importable."""
+        if is_import_path(name):
+            return import_object(name, key or self.kind)
+        if name.startswith(PYTHON_PREFIX):
+            where = f"{key}: " if key else ""
+            raise ConfigError(
+                f"{where}{name[len(PYTHON_PREFIX) :]!r} was a Python object given to "
+                "ganforge.train in another process; pass it again (e.g. "
+                "ganforge.load(run, generator=...)) or define it in an importable module and "
+                "name it as package.module:attribute"
+            )
         if name not in self._items:
             where = f"{key}: " if key else ""
             raise ConfigError(
@@ -40,3 +58,47 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+PYTHON_PREFIX = "python:"  # an object given in-process, recorded by name only
+
+
+def is_import_path(name: str) -> bool:
+    """``package.module:attribute`` (not the ``python:`` marker)."""
+    mod, sep, attr = name.partition(":")
+    return bool(sep and mod and attr) and not name.startswith(PYTHON_PREFIX)
+
+
+def import_object(path: str, key: str) -> Any:
+    """The object at ``package.module:attr.sub``; a one-line ConfigError naming ``key``."""
+    mod, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod)
+    except ImportError as e:
+        raise ConfigError(
+            f"{key}: cannot import module {mod!r} ({e}); install it or add its folder to PYTHONPATH"
+        ) from None
+    except Exception as e:  # the module itself failed while importing: say where
+        raise ConfigError(
+            f"{key}: importing {mod!r} failed ({type(e).__name__}: {e}); fix that module"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{key}: module {mod!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def path_of(obj: Any) -> str | None:
+    """The import path ``module:qualname`` that gives ``obj`` back in another process, or None
+    (defined in ``__main__``, a notebook, or inside a function)."""
+    mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not mod or not qual or mod == "__main__" or "<" in qual:
+        return None
+    try:
+        found: Any = importlib.import_module(mod)
+        for part in qual.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{mod}:{qual}" if found is obj else None

@@ -23,14 +23,14 @@ from ..registry import Registry
 class TensorData:
     """A whole data set as tensors: ``x`` uint8 images or float points, optional labels."""
 
-    x: torch.Tensor  # (N, C, H, W) uint8, or (N, D) float32
+    x: torch.Tensor  # (N, C, H, W) uint8 (or float in the range), or (N, D) float32
     labels: torch.Tensor | None  # (N,) int64
     source: str  # where it was read from, for logs
     range: str = "tanh"  # images: "tanh" -> [-1, 1], "unit" -> [0, 1]
 
     @property
     def is_image(self) -> bool:
-        return self.x.dtype == torch.uint8
+        return self.x.dim() == 4
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -79,6 +79,8 @@ def dataset(name: str, shape: tuple[int, ...]) -> Callable[[LoaderFn], LoaderFn]
 
 def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     """Shape of one example as the networks see it, without loading the data."""
+    if cfg.shape is not None:  # data given from Python records its own shape
+        return tuple(cfg.shape)
     _register_all()
     DATASETS.get(cfg.name, "data.name")
     shape = NATIVE_SHAPES[cfg.name]
@@ -89,7 +91,7 @@ def data_shape(cfg: DataConfig) -> tuple[int, ...]:
 
 
 def _register_all() -> None:
-    from . import folder, generated, images  # noqa: F401  (registers the loaders)
+    from . import folder, generated, images, python  # noqa: F401  (registers the loaders)
 
 
 # System-wide folders searched per data set after --data and $GANFORGE_DATA (tests patch this).

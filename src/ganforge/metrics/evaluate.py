@@ -3,8 +3,8 @@
 ``Evaluation`` is prepared once per run (reference data and its features, the evaluator, the
 Inception weights check) and then called with a generator as often as needed; every call
 draws the same ``n`` latent vectors (seeded), so numbers of successive checkpoints compare.
-``evaluate_generator`` is the one-shot form, ``evaluate_run`` writes ``RUN_DIR/metrics.json``
-and ``TrainingEval`` is the training loop's hook (eval records, the ``best`` checkpoint).
+``evaluate_generator`` is the one-shot form, ``evaluate_run`` writes ``RUN_DIR/metrics.json``;
+the training loop's hook is ``ganforge.engine.evaluation``.
 
 Metric names (``--metrics`` / ``eval.metrics``):
   fd, pr, is, coverage   domain classifier (labelled image data sets with an evaluator)
@@ -27,9 +27,11 @@ from typing import Any
 import torch
 
 from .. import nets
-from ..config import Config
+from ..checkpoint import find_checkpoint, load_weights, verify
+from ..config import Config, read_config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
+from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import classify, features, frechet, inception, points, precision_recall
 
 CLASSIFIER_METRICS = ("fd", "pr", "is", "coverage")
@@ -45,7 +47,6 @@ PRIMARY = {
     "coverage": ("class_kl", True),
     "pr": ("recall", False),
 }
-STREAM_EVAL = 4  # random stream of the evaluation noise (train/loop.py uses 0-3)
 
 
 def default_metrics(cfg: Config) -> tuple[str, ...]:
@@ -136,8 +137,6 @@ class Evaluation:
     def sample(self, g: torch.nn.Module, batch: int = 500) -> torch.Tensor:
         """``n`` samples of G in eval mode from the seeded evaluation noise (and balanced
         labels for a conditional G), on the CPU: uint8 images (n, C, H, W) or points (n, D)."""
-        from ..train.loop import mix_seed
-
         gen = torch.Generator().manual_seed(mix_seed(self.seed, STREAM_EVAL))
         mc = self.cfg.model
         z = nets.sample_noise(self.n, mc.z_dim, mc.z_dist, gen, "cpu")
@@ -229,10 +228,6 @@ def evaluate_run(
     **kwargs: Any,
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's ``best`` (else ``last``) generator; write and return metrics.json."""
-    from ..config import read_config
-    from ..train.checkpoint import find_checkpoint, load_weights, verify
-    from ..train.loop import resolve_device
-
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
@@ -253,54 +248,3 @@ def evaluate_run(
     out = run_dir / "metrics.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     return out, result
-
-
-class TrainingEval:
-    """The training loop's hook: evaluate every ``eval.every`` steps, keep the best G."""
-
-    def __init__(self, cfg: Config, run_dir: Path, device: torch.device) -> None:
-        e = cfg.eval
-        self.every = e.every
-        self.evaluation = Evaluation(cfg, e.metrics, e.n, e.reference, e.seed, device)
-        self.best: float | None = None
-        log = run_dir / "log.jsonl"  # a resumed run continues from the best logged so far
-        if log.exists():
-            for line in log.read_text().splitlines():
-                rec = json.loads(line) if line else {}
-                value = rec.get("eval", {}).get(self.evaluation.primary)
-                if value is not None and self.evaluation.better(value, self.best):
-                    self.best = value
-
-    @classmethod
-    def of(cls, cfg: Config, run_dir: Path, device: torch.device) -> TrainingEval | None:
-        """The hook, or None when ``eval.every`` is off."""
-        return cls(cfg, run_dir, device) if cfg.eval.every else None
-
-    def due(self, done: int, total: int) -> bool:
-        return done % self.every == 0 or done == total
-
-    def run(self, models: Any, ckpt_dir: Path, counters: dict[str, Any]) -> dict[str, Any]:
-        """Evaluate G; save checkpoint ``best`` when the primary metric improves.
-
-        ``counters``: {"step", "epoch", "images"}; returns the log.jsonl eval record.
-        """
-        from ..train.checkpoint import save_checkpoint
-
-        values = self.evaluation(models.sampler())  # the EMA of G when kept
-        value = values[self.evaluation.primary]
-        best = self.evaluation.better(value, self.best)
-        if best:
-            self.best = value
-            save_checkpoint(ckpt_dir, "best", models, counters)
-        return {**counters, "eval": values, "best": best}
-
-    def describe(self, rec: dict[str, Any]) -> str:
-        """One progress line of an eval record."""
-        ev = rec["eval"]
-        shown = ("fd", "precision", "recall", "is", "coverage", "class_acc")
-        shown += ("fid", "kid", "inception_is", "modes", "hq", "reverse_kl", "mean_err", "cov_err")
-        parts = [f"{k} {ev[k]:.4g}" for k in shown if isinstance(ev.get(k), (int, float))]
-        mark = "  (best)" if rec["best"] else ""
-        return (
-            f"eval at step {rec['step']}: " + "  ".join(parts) + f"  [{ev['eval_s']:.1f} s]{mark}"
-        )

@@ -27,9 +27,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..checkpoint import sha256_file
 from ..data import TensorData, cache_dir, scale
 from ..errors import GanforgeError
-from ..train.checkpoint import sha256_file
 
 ARCH = "ganforge-cnn-v1"
 FEATURES = 128  # width of the feature layer: FD over 128 dimensions takes milliseconds

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 import torch
 from torch.utils.data import Dataset
 
+from ..checkpoint import sha256_file
 from ..errors import GanforgeError
-from ..train.checkpoint import sha256_file
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE

@@ -26,25 +26,51 @@ DISCRIMINATORS: Registry[Callable[..., nn.Module]] = Registry("discriminator")
 
 
 def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **fixed: Any):
-    """Call a builder, turning an unknown or missing keyword into a ConfigError."""
-    params = inspect.signature(builder).parameters
-    allowed = [p for p in params if p not in fixed]
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
-        )
+    """Call a builder, turning an unknown or missing keyword into a ConfigError.
+
+    ``fixed`` (z_dim, shape, num_classes) are passed where the builder's signature takes them
+    (all of them when it takes ``**kwargs``), so a plain ``def build() -> nn.Module`` works too.
+    """
     try:
-        return builder(**fixed, **args)
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: pass everything
+        params = None
+    var_kw = params is not None and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+    if params is not None and not var_kw:
+        fixed = {k: v for k, v in fixed.items() if k in params}
+        allowed = [p for p in params if p not in fixed]
+        unknown = sorted(set(args) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
+            )
+    try:
+        net = builder(**fixed, **args)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {e}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(
+            f"{key.rsplit('_', 1)[0]}: the builder returned {type(net).__name__}, not an "
+            "nn.Module; return the network"
+        )
+    return net
+
+
+NetSpec = nn.Module | Callable[..., nn.Module] | None  # a custom net: a module or a builder
 
 
 def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:
     """``num_classes`` for a conditional recipe, after checking the builder takes it."""
     if cfg.num_classes is None:
         return {}
-    if "num_classes" not in inspect.signature(builder).parameters:
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "num_classes" not in params and not takes_kw:
         name = getattr(cfg, key.split(".")[1])
         raise ConfigError(
             f"{key} {name!r} is not class-conditional; remove model.num_classes or choose a "
@@ -53,27 +79,36 @@ def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) 
     return {"num_classes": cfg.num_classes}
 
 
-def build_generator(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """G mapping (N, z_dim) noise (and (N,) labels when conditional) to (N, *shape) samples."""
-    builder = GENERATORS.get(cfg.g, "model.g")
+def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = None) -> nn.Module:
+    """G mapping (N, z_dim) noise (and (N,) labels when conditional) to (N, *shape) samples.
+
+    ``net``: a custom G (a module, used as it is, or a builder) in place of ``model.g``.
+    """
+    if isinstance(net, nn.Module):
+        return net
+    builder = net if net is not None else GENERATORS.get(cfg.g, "model.g")
     extra = _conditional(builder, cfg, "model.g")
     g = _call(builder, "model.g_args", cfg.g_args, z_dim=cfg.z_dim, shape=tuple(shape), **extra)
-    if cfg.init_std is not None:
+    if cfg.init_std is not None and net is None:  # a builder from Python keeps its own init
         normal_init(g, cfg.init_std)
     return g
 
 
-def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
+def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = None) -> nn.Module:
     """D mapping (N, *shape) samples (and labels) to (N, 1) logits, or (N / pack, 1) when
-    packed; spectrally normalised when asked for."""
-    builder = DISCRIMINATORS.get(cfg.d, "model.d")
-    extra = _conditional(builder, cfg, "model.d")
-    if cfg.pack > 1 and extra:
+    packed; spectrally normalised when asked for. ``net``: a custom D (module or builder);
+    spectral norm and packing wrap it as they wrap the registered ones."""
+    if cfg.pack > 1 and cfg.num_classes is not None:
         raise ConfigError("model.pack: packing is not supported with model.num_classes; use one")
     inner = (shape[0] * cfg.pack, *shape[1:])  # packed samples are stacked along channels
-    d = _call(builder, "model.d_args", cfg.d_args, shape=inner, **extra)
-    if cfg.init_std is not None:
-        normal_init(d, cfg.init_std)
+    if isinstance(net, nn.Module):
+        d = net
+    else:
+        builder = net if net is not None else DISCRIMINATORS.get(cfg.d, "model.d")
+        extra = _conditional(builder, cfg, "model.d")
+        d = _call(builder, "model.d_args", cfg.d_args, shape=inner, **extra)
+        if cfg.init_std is not None and net is None:
+            normal_init(d, cfg.init_std)
     if cfg.spectral_norm:
         spectral_normalize(d)
     return Packed(d, cfg.pack) if cfg.pack > 1 else d

@@ -10,10 +10,10 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .. import nets
+from ..checkpoint import find_checkpoint, load_weights
 from ..config import read_config
 from ..data import data_shape, to_uint8
-from ..train.checkpoint import find_checkpoint, load_weights
-from ..train.loop import mix_seed
+from ..seeding import mix_seed
 
 STREAM_INTERP = 7  # a noise stream of its own, apart from the loop's (0-3)
 

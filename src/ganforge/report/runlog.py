@@ -154,7 +154,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
 def status_of_exception(exc: BaseException) -> str:
     """How a run that ended by ``exc`` is recorded: Ctrl-C or a stop signal (SIGTERM, SIGINT:
     the loop saves a checkpoint and raises ``Preempted``) is an interruption, else a failure."""
-    from ..train.guard import Preempted  # the loop's own; imported here only when a run ends
+    from ..errors import Preempted  # imported here only when a run ends
 
     stopped = (KeyboardInterrupt, SystemExit, Preempted)
     return "interrupted" if isinstance(exc, stopped) else "failed"

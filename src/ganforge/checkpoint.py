@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,31 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
-from ..errors import CheckpointError
-from .step import Models
+from .errors import CheckpointError
 
 FORMAT = 1
 FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
 OPTIONAL = ("g_ema.safetensors",)  # present when the run keeps an EMA of G (model.ema)
+
+
+@dataclass
+class Models:
+    """The two networks and their optimizers: what a checkpoint holds besides counters."""
+
+    g: nn.Module
+    d: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    g_ema: AveragedModel | None = None  # model.ema: the averaged G, used for sampling
+
+    def sampler(self) -> nn.Module:
+        """The G to sample and evaluate with: the EMA once it has begun averaging, else G."""
+        if self.g_ema is not None and int(self.g_ema.n_averaged) > 0:
+            return self.g_ema.module
+        return self.g
 
 
 def sha256_file(path: Path) -> str:

@@ -33,8 +33,8 @@ import torch.distributed as tdist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError, PeerLost
-from .train.guard import Diverged, check_losses
+from ..errors import ConfigError, PeerLost
+from .guard import Diverged, check_losses
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

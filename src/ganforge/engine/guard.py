@@ -13,27 +13,7 @@ from types import FrameType
 
 import torch
 
-from ..errors import GanforgeError
-
-EXIT_DIVERGED = 3  # a dedicated exit code for non-finite losses or parameters
-
-
-class Diverged(GanforgeError):
-    """A loss or parameter became NaN or infinite."""
-
-    exit_code = EXIT_DIVERGED
-
-
-class Preempted(GanforgeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written before stopping."""
-
-    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} after step {step}; checkpoint saved; continue with "
-            f"'ganforge train --resume {run_dir}'"
-        )
-        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report
+from ..errors import Diverged, GanforgeError
 
 
 class RunLock:

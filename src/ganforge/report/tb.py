@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .report.runlog import numbers
+from ..errors import ConfigError
+from .runlog import numbers
 
 TB_DIR = "tensorboard"
 TRAIN_TAGS = {

@@ -9,35 +9,18 @@ inputs, WGAN-GP and lazy R1 penalties, n D steps per G step; EMA lives beside G 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..augment import diff_augment
+from ..checkpoint import Models
 from ..config import Config
 from ..errors import ConfigError
 from ..losses import LABELLED, d_loss, g_loss
 from ..nets import generate, judge
 from .optim import optimizer_step
-
-
-@dataclass
-class Models:
-    """The two networks and their optimizers: what a checkpoint holds besides counters."""
-
-    g: nn.Module
-    d: nn.Module
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    g_ema: AveragedModel | None = None  # model.ema: the averaged G, used for sampling
-
-    def sampler(self) -> nn.Module:
-        """The G to sample and evaluate with: the EMA once it has begun averaging, else G."""
-        if self.g_ema is not None and int(self.g_ema.n_averaged) > 0:
-            return self.g_ema.module
-        return self.g
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

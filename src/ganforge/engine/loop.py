@@ -1,0 +1,459 @@
+"""The training loop: data on the device, seeded order and noise, logs, samples, checkpoints.
+
+Randomness is a pure function of the seed: the shuffle order of epoch ``e`` depends on
+(seed, e) only, and the noise of step ``s`` on (seed, s, rank) only (``draw``), so a run
+resumed from any checkpoint sees the same batches and noise as one that never stopped.
+
+The parts: ``draw`` (a step's noise, label noise and augmentation generator), ``Recorder``
+(sums, log.jsonl, TensorBoard, progress), ``_recover`` (divergence rollback) and the hooks of
+``callbacks`` (sample grids, checkpoints, evaluation, and the caller's own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import nets
+from ..checkpoint import (
+    Models,
+    atomic_write_text,
+    clean_leftovers,
+    load_checkpoint,
+)
+from ..config import Config, save_config
+from ..data import TensorData, load_data
+from ..errors import CheckpointError, ConfigError, DataError, Diverged, Preempted
+from ..nets import NetSpec
+from ..report.runlog import status_of_exception, write_status
+from ..seeding import (  # noqa: F401  (the stream numbers are part of this module's surface)
+    STREAM_AUG,
+    STREAM_INIT,
+    STREAM_NOISE,
+    STREAM_ORDER,
+    STREAM_SAMPLE,
+    epoch_order,
+    mix_seed,
+    resolve_device,
+)
+from ..summary import summarize
+from . import distributed
+from .callbacks import Checkpoints, Evaluations, SampleGrids, TrainState, check_callbacks
+from .distributed import Dist
+from .evaluation import TrainingEval
+from .guard import RunLock, StopSignals, check_losses
+from .optim import make_optimizer
+from .progress import Progress
+from .record import Recorder, truncate_log
+from .step import check_techniques, make_ema, set_threads, train_step
+
+
+@dataclass
+class Length:
+    """How a run's steps map to epochs."""
+
+    steps_per_epoch: int
+    total: int
+    sample_every: int
+
+    @classmethod
+    def of(cls, cfg: Config, n: int, batch: int | None = None) -> Length:
+        # batch: the global batch over all processes (default train.batch_size)
+        spe = n // (batch or cfg.train.batch_size)  # the last partial batch is dropped (BatchNorm)
+        if spe == 0:
+            raise DataError(
+                f"train.batch_size={cfg.train.batch_size} is larger than the data set "
+                f"({n} examples); lower train.batch_size or add data"
+            )
+        total = cfg.train.iterations or cfg.train.epochs * spe
+        return cls(spe, total, cfg.train.sample_every or spe)
+
+
+def build_models(
+    cfg: Config, shape: tuple[int, ...], device: torch.device, g: NetSpec = None, d: NetSpec = None
+) -> Models:
+    """G, D (seeded init) and their optimizers, on ``device``; ``g`` / ``d``: custom nets
+    (a module, or a builder called like a registered one) in place of ``model.g`` / ``model.d``."""
+    init_seed = mix_seed(cfg.train.seed, STREAM_INIT)
+    torch.manual_seed(init_seed)
+    random.seed(init_seed)  # the global generators too, so that all state is the seed's
+    np.random.seed(init_seed % 2**32)
+    gen = nets.build_generator(cfg.model, shape, g).to(device)
+    dis = nets.build_discriminator(cfg.model, shape, d).to(device)
+    if cfg.train.channels_last and len(shape) == 3:  # conv weights NHWC; others unchanged
+        gen = gen.to(memory_format=torch.channels_last)
+        dis = dis.to(memory_format=torch.channels_last)
+    return Models(
+        gen,
+        dis,
+        make_optimizer(gen.parameters(), cfg.optim.g),
+        make_optimizer(dis.parameters(), cfg.optim.d),
+        make_ema(gen, cfg),
+    )
+
+
+def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Path) -> str:
+    """Model summaries of G and D (Keras-style), written to ``path`` and returned."""
+    device = next(models.g.parameters()).device
+    n = 2 * cfg.model.pack  # one pack of examples per pass, two for BatchNorm
+    z, x = torch.zeros(n, cfg.model.z_dim, device=device), torch.zeros(n, *shape, device=device)
+    if cfg.model.num_classes is not None:  # conditional nets take (input, labels)
+        y = torch.zeros(n, dtype=torch.long, device=device)
+        z, x = (z, y), (x, y)
+    text = (
+        summarize(models.g, z, f"Generator '{cfg.model.g}'")
+        + "\n"
+        + summarize(models.d, x, f"Discriminator '{cfg.model.d}'")
+    )
+    atomic_write_text(path, text)
+    return text
+
+
+def _resume_point(
+    run_dir: Path, models: Models, device: torch.device, say, clean: bool = True
+) -> dict[str, Any]:
+    """Load the newest good checkpoint (last, else previous); counters of step 0 if none."""
+    ckpt_dir = run_dir / "checkpoints"
+    if clean:  # under torchrun only rank 0 touches the run directory
+        clean_leftovers(ckpt_dir)
+    for tag in ("last", "previous"):
+        path = ckpt_dir / tag
+        if not path.exists():
+            continue
+        try:
+            return load_checkpoint(path, models, device)
+        except CheckpointError as e:
+            say(f"warning: skipping checkpoint {path}: {e}")
+    say(f"warning: {run_dir} has no usable checkpoint; starting from step 0")
+    return {"step": 0}
+
+
+def _scale_lr(models: Models, factor: float) -> None:
+    """Multiply both optimizers' learning rates (kept in their state, so it survives resume)."""
+    for opt in (models.opt_g, models.opt_d):
+        for group in opt.param_groups:
+            group["lr"] *= factor
+            group["base_lr"] = group.get("base_lr", group["lr"] / factor) * factor
+
+
+# ---------------------------------------------------------------- one step's random draws
+
+
+@dataclass
+class Draw:
+    """A step's randomness: G's noise, D's target noise, the augmentation generator."""
+
+    z: torch.Tensor  # (b, z_dim): this process's slice of the global batch's noise
+    label_noise: tuple[torch.Tensor, torch.Tensor] | None  # (b, 1) each: real, fake targets
+    aug: torch.Generator | None  # DiffAugment's and WGAN-GP's draws
+
+
+def draw(cfg: Config, step: int, batch: int, device: torch.device, dist: Dist) -> Draw:
+    """The random inputs of step ``step``: a pure function of (seed, step, rank).
+
+    ``batch``: the global batch; the noise of the whole global batch is drawn on every
+    process and each keeps its slice, so results do not depend on the number of processes.
+    """
+    seed = cfg.train.seed
+    gen = torch.Generator(device).manual_seed(mix_seed(seed, STREAM_NOISE, step))
+    z = dist.shard(nets.sample_noise(batch, cfg.model.z_dim, cfg.model.z_dist, gen, device))
+    label_noise = None
+    if cfg.loss.label_noise:
+        noise = torch.rand(2, batch, 1, generator=gen, device=device) * cfg.loss.label_noise
+        noise = dist.shard(noise, dim=1)
+        label_noise = (noise[0], noise[1])
+    aug = None  # per step and per process
+    if cfg.train.augment or cfg.loss.name == "wgan-gp":
+        aug = torch.Generator(device).manual_seed(mix_seed(seed, STREAM_AUG, step, dist.rank))
+    return Draw(z, label_noise, aug)
+
+
+class Batches:
+    """The real examples of each step: epoch ``e``'s seeded order, cut into global batches,
+    of which this process takes its slice (and the labels of a conditional recipe)."""
+
+    def __init__(self, cfg: Config, data: TensorData, length: Length, batch: int, dist: Dist):
+        self.cfg, self.data, self.length, self.batch, self.dist = cfg, data, length, batch, dist
+        self.epoch, self.order = -1, torch.empty(0, dtype=torch.long)
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(real (b, *shape) in the model's range, labels (b,) or None) of step ``step``."""
+        epoch, pos = divmod(step, self.length.steps_per_epoch)
+        if epoch != self.epoch:
+            n, device = len(self.data), self.data.x.device
+            self.order = epoch_order(self.cfg.train.seed, epoch, n, self.cfg.data.shuffle)
+            self.order, self.epoch = self.order.to(device), epoch
+        b = self.batch
+        index = self.dist.shard(self.order[pos * b : (pos + 1) * b])
+        labels = self.data.labels
+        y = labels[index] if self.cfg.model.num_classes is not None and labels is not None else None
+        return self.data.batch(index), y
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool = False,
+    verbose: bool = True,
+    data: TensorData | None = None,
+    callbacks: Sequence[Any] = (),
+    g: NetSpec = None,
+    d: NetSpec = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; resume from its last good checkpoint when ``resume``.
+
+    Holds the run directory's lock throughout; SIGTERM/SIGINT end the current step, save a
+    checkpoint and raise ``Preempted``; a non-finite loss or parameter raises ``Diverged``
+    (after up to ``train.rollback`` automatic retries from the last checkpoint at half the
+    learning rate). Under torchrun, a collective that fails because another process died or
+    stopped answering raises ``PeerLost`` (one line, exit code 4) instead of the backend's
+    traceback. ``callbacks``: hooks (``ganforge.engine.callbacks``); ``g`` / ``d``: custom
+    nets. Returns a summary: steps, images, wall time, images/s, final losses, the models.
+    """
+    check_callbacks(callbacks)
+    # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
+    dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
+    try:
+        with RunLock(run_dir) if dist.main else contextlib.nullcontext():
+            device = dist_device or resolve_device(cfg.train.device)
+            set_threads(cfg, device)  # train.threads (CPU)
+            data = (data or load_data(cfg.data)).to(device)
+            batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
+            check_techniques(cfg, data.shape, batch)
+            check_labels(cfg, data)
+            if cfg.train.max_seconds is not None and dist.active:  # ranks could disagree
+                raise ConfigError(
+                    "train.max_seconds is for single-process runs; set train.iterations instead"
+                )
+            length = Length.of(cfg, len(data), batch)
+            models = build_models(cfg, data.shape, device, g, d)
+            with StopSignals() as stop:
+                return _train(
+                    cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
+                    dist, callbacks,
+                )  # fmt: skip
+    except RuntimeError as exc:  # a collective failed: another process died or hung?
+        lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
+        if lost is None:
+            raise  # any other RuntimeError is a bug: keep its traceback
+        if dist.main:  # status.json: the one-line reason rather than the backend's message
+            with contextlib.suppress(OSError):
+                write_status(run_dir, "failed", error=str(lost))
+        raise lost from None
+    finally:
+        if dist.active:
+            distributed.shutdown()
+
+
+def check_labels(cfg: Config, data: TensorData) -> None:
+    """A conditional recipe needs labels in [0, model.num_classes)."""
+    k = cfg.model.num_classes
+    if k is None:
+        return
+    if data.labels is None:
+        raise DataError(
+            f"model.num_classes={k}: {cfg.data.name} has no labels; use a labelled data set "
+            "or remove model.num_classes"
+        )
+    top = int(data.labels.max())
+    if top >= k or int(data.labels.min()) < 0:
+        raise ConfigError(
+            f"model.num_classes={k}: the data has label {top}; set model.num_classes={top + 1}"
+        )
+
+
+def _start(
+    state: TrainState, data: TensorData, resume: bool, dist: Dist, verbose: bool
+) -> tuple[int, int]:
+    """Resume (if asked), write config, summary and env; return (start step, rollbacks)."""
+    cfg, run_dir, models = state.cfg, state.run_dir, state.models
+    counters: dict[str, Any] = {"step": 0}
+    if resume:
+        if dist.active:  # rank 0 tidies interrupted saves before anyone reads
+            if dist.main:
+                clean_leftovers(run_dir / "checkpoints")
+            dist.barrier()
+        counters = _resume_point(run_dir, models, state.device, state.say, not dist.active)
+        if dist.main:
+            truncate_log(run_dir / "log.jsonl", counters["step"])
+    if dist.main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        write_summary(cfg, models, data.shape, run_dir / "summary.txt")
+        env = _environment(state.device)
+        env["world_size"] = dist.world
+        atomic_write_text(run_dir / "env.json", json.dumps(env, indent=1))
+    start = counters["step"]
+    if verbose:
+        ng, nd = nets.count_params(models.g), nets.count_params(models.d)
+        state.say(
+            f"ganforge: recipe {cfg.recipe}, {len(data):,} examples from {data.source}, "
+            f"G {ng:,} / D {nd:,} parameters, {state.device.type}, {cfg.train.precision}"
+        )
+        if start:
+            state.say(f"resuming at step {start} of {state.total}")
+    return start, counters.get("rollbacks", 0)
+
+
+def _recover(state: TrainState, err: Diverged, dist: Dist) -> int:
+    """``train.rollback``: reload the last good checkpoint at half the learning rate and
+    return the step to continue from; re-raise when the retries are used up."""
+    cfg = state.cfg
+    if state.rollbacks >= cfg.train.rollback:
+        raise err
+    state.rollbacks += 1
+    counters = _resume_point(state.run_dir, state.models, state.device, state.say, dist.main)
+    _scale_lr(state.models, 0.5)
+    state.say(
+        f"{err}; rollback {state.rollbacks}/{cfg.train.rollback} to step "
+        f"{counters['step']} at half the learning rate"
+    )
+    assert state.recorder is not None
+    state.recorder.truncate(counters["step"], dist.main)
+    return counters["step"]
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    verbose: bool,
+    data: TensorData,
+    length: Length,
+    models: Models,
+    device: torch.device,
+    stop: StopSignals,
+    dist: Dist,
+    callbacks: Sequence[Any],
+) -> dict[str, Any]:
+    main = dist.main  # the one process that writes the run directory
+    if dist.active and cfg.train.sync_bn:
+        models.g = distributed.sync_batchnorm(models.g, device)
+        models.d = distributed.sync_batchnorm(models.d, device)
+    b = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)[0]
+    progress = Progress(length.total, 0, length.steps_per_epoch, enabled=verbose)
+    state = TrainState(
+        cfg, run_dir, models, device, length.total, length.steps_per_epoch, b, progress.message
+    )
+    state.main = main
+    start, state.rollbacks = _start(state, data, resume, dist, verbose)
+    state.step = start
+    progress.start_step = start
+    # `models` keeps the plain modules (checkpoints, samples); the step sees DDP wrappers.
+    step_models = models
+    if dist.active:
+        step_models = Models(
+            distributed.wrap(models.g, dist, device),
+            distributed.wrap(models.d, dist, device),
+            models.opt_g,
+            models.opt_d,
+        )
+    # The built-in hooks first, in this order: samples, checkpoint, evaluation.
+    hooks: list[Any] = [Checkpoints(cfg.train.checkpoint_every or length.sample_every)]
+    if main:
+        real_points = None if data.is_image else data.x[: _grid_n(cfg) * 10].float()
+        hooks.insert(0, SampleGrids(cfg, device, real_points))
+        evaluator = TrainingEval.of(cfg, run_dir, device)  # eval.every
+        if evaluator is not None:
+            hooks.append(Evaluations(evaluator))
+        hooks += list(callbacks)
+        write_status(
+            run_dir, "running", total_steps=length.total, steps_per_epoch=length.steps_per_epoch
+        )
+    state.callbacks = hooks
+    recorder = Recorder(run_dir, main, progress, cfg.train.tensorboard, start, dist)
+    state.recorder = recorder
+    batches = Batches(cfg, data, length, b, dist)
+    every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
+    budget = cfg.train.max_seconds  # seconds of training in this session (single process)
+    t_start = time.perf_counter()
+    try:
+        state.fire("on_train_start")
+        step = start
+        while step < length.total:
+            real, y = batches.at(step)
+            rnd = draw(cfg, step, b, device, dist)
+            out = train_step(step_models, cfg, real, rnd.z, step, rnd.label_noise, y, rnd.aug)
+            done = step + 1
+            if budget is not None and time.perf_counter() - t_start >= budget:
+                length.total = state.total = done  # train.max_seconds: the run ends here
+            if models.g_ema is not None and "loss_g" in out and step >= cfg.model.ema_start:
+                models.g_ema.update_parameters(models.g)
+            log_now = done % cfg.train.log_every == 0 or done == length.total
+            try:
+                if every_step_check or log_now:
+                    if dist.active:
+                        state.stopping = distributed.check_step(dist, out, done, stop.requested)
+                    else:
+                        check_losses(out, done)
+            except Diverged as e:
+                step = _recover(state, e, dist)
+                batches.epoch = -1
+                continue
+            recorder.add(out)
+            state.step, state.epoch = done, step // length.steps_per_epoch + 1
+            if log_now:
+                rec = recorder.record(state.counters, b)
+                state.fire("on_log", rec)
+            if not dist.active:
+                state.stopping = stop.requested
+            state.fire("on_step_end", out)  # samples, checkpoint, evaluation, the caller's
+            if state.stopping:
+                raise Preempted(distributed.stop_signal(stop.signum), done, run_dir)
+            step = done
+    except BaseException as exc:
+        if main:
+            write_status(run_dir, status_of_exception(exc), error=str(exc) or type(exc).__name__)
+        raise
+    finally:
+        recorder.close()
+
+    wall = time.perf_counter() - t_start
+    if main:
+        state.fire("on_train_end")
+        write_status(run_dir, "finished")
+    steps = length.total - start
+    last = recorder.last
+    return {
+        "run_dir": str(run_dir),
+        "steps": length.total,
+        "images": length.total * b,
+        "wall_s": round(wall, 2),
+        "img_s": round(steps * b / wall, 1) if wall > 0 else None,
+        "loss_d": last.get("loss_d") if last else None,
+        "loss_g": last.get("loss_g") if last else None,
+        "rollbacks": state.rollbacks,
+        "models": models,
+    }
+
+
+def _grid_n(cfg: Config) -> int:
+    return cfg.train.grid[0] * cfg.train.grid[1]
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env

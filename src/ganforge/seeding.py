@@ -1,0 +1,40 @@
+"""Seeds and devices: the leaf that every part of ganforge may import.
+
+All randomness of a run is a pure function of ``train.seed``: independent streams are mixed
+from (seed, stream number, step or epoch, ...), so a resumed run, another process of a
+distributed job, or an evaluation later on draws exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+# Independent random streams derived from the one seed.
+STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_SAMPLE, STREAM_EVAL, STREAM_AUG = 0, 1, 2, 3, 4, 5
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, well mixed (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device: cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
+        )
+    return torch.device(name)
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
+    """Example indices of epoch ``epoch`` (0-based): a permutation seeded by (seed, epoch)."""
+    if not shuffle:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(mix_seed(seed, STREAM_ORDER, epoch))
+    return torch.randperm(n, generator=gen)
