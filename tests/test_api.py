@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -284,3 +285,44 @@ def test_import_ganforge_is_light():
     code = "import sys, ganforge; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+PLUGINS = '''
+import torch.nn.functional as F
+
+from ganforge.losses import Loss
+
+softplus = Loss(d=lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+                g=lambda f, r=None: F.softplus(-f).mean())
+not_a_loss = 3
+
+
+def mirror(x, gen):
+    """A DiffAugment policy of one's own: flip every image left-right."""
+    return x.flip(-1)
+'''
+
+
+def test_losses_and_augment_policies_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "myplugins.py").write_text(PLUGINS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = ganforge.train(
+        "vanilla-fmnist",
+        data=_images(),
+        out=tmp_path / "r",
+        overrides=["loss.name=myplugins:softplus", "train.augment=[translation,myplugins:mirror]"],
+        verbose=False,
+        **IMAGES,
+    )
+    text = (run.dir / "config.yaml").read_text()
+    assert "name: myplugins:softplus" in text and "myplugins:mirror" in text
+    assert all(math.isfinite(r["loss_d"]) for r in run.log_records())
+    with pytest.raises(ConfigError, match="not a ganforge.losses.Loss"):
+        ganforge.train(
+            "gaussian-2d",
+            out=tmp_path / "x",
+            overrides=["loss.name=myplugins:not_a_loss"],
+            **POINTS,
+        )
+    with pytest.raises(ConfigError, match="loss.name: 'nope' is not allowed"):
+        ganforge.train("gaussian-2d", out=tmp_path / "y", overrides=["loss.name=nope"], **POINTS)

@@ -344,14 +344,18 @@ class Run:
             self._discriminator = d.eval()
         return self._discriminator
 
-    @property
-    def log(self) -> Any:
-        """The records of log.jsonl (training and evaluation) as a list of dicts, or as a
-        pandas DataFrame when pandas is installed."""
+    def log_records(self) -> list[dict[str, Any]]:
+        """The records of log.jsonl (training and evaluation), in step order."""
         from .report.runlog import read_log
 
         log = read_log(self.dir)
-        records = sorted(log.train + log.evals, key=lambda r: r.get("step", 0))
+        return sorted(log.train + log.evals, key=lambda r: r.get("step", 0))
+
+    @property
+    def log(self) -> Any:
+        """The records of log.jsonl (training and evaluation) as a pandas DataFrame when
+        pandas is installed, else as a list of dicts."""
+        records = self.log_records()
         try:
             import pandas as pd
         except ImportError:

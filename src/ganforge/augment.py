@@ -13,7 +13,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
+
 Policy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# Policies by name; ``module:attr`` names a policy of your own: f(x, gen) -> x, same shape.
+POLICIES: Registry[Policy] = Registry("augment policy")
 
 
 def _uniform(x: torch.Tensor, gen: torch.Generator, lo: float, hi: float) -> torch.Tensor:
@@ -22,6 +26,7 @@ def _uniform(x: torch.Tensor, gen: torch.Generator, lo: float, hi: float) -> tor
     return lo + (hi - lo) * u
 
 
+@POLICIES.register("color")
 def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random brightness (+[-0.5, 0.5)), saturation (x[0, 2)) and contrast (x[0.5, 1.5))."""
     x = x + _uniform(x, gen, -0.5, 0.5)
@@ -31,6 +36,7 @@ def color(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x - mean) * _uniform(x, gen, 0.5, 1.5) + mean
 
 
+@POLICIES.register("translation")
 def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its size in each direction; zeros fill in."""
     n, _, h, w = x.shape
@@ -46,6 +52,7 @@ def translation(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.125) -> 
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
+@POLICIES.register("cutout")
 def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     """Zero one square of ``ratio`` times the image size at a random place in each image."""
     n, _, h, w = x.shape
@@ -58,11 +65,8 @@ def cutout(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> torch.T
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-POLICIES: dict[str, Policy] = {"color": color, "translation": translation, "cutout": cutout}
-
-
 def diff_augment(x: torch.Tensor, policies: Sequence[str], gen: torch.Generator) -> torch.Tensor:
     """Apply ``policies`` in order (names from ``POLICIES``) to images ``x``."""
     for name in policies:
-        x = POLICIES[name](x, gen)
+        x = POLICIES.get(name, "train.augment")(x, gen)
     return x

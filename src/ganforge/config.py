@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .registry import is_import_path
 
 
 def _f(default: Any, **meta: Any) -> Any:
@@ -65,8 +66,16 @@ class ModelConfig:
     ema_start: int = _f(0, ge=0)  # steps before the EMA starts averaging (it copies G until)
 
 
-LOSSES = ("bce", "minimax", "hinge", "wgan-gp", "lsgan", "relativistic")
-AUGMENTS = ("color", "translation", "cutout")
+def _losses() -> list[str]:
+    from .losses import LOSSES
+
+    return LOSSES.names()
+
+
+def _augments() -> list[str]:
+    from .augment import POLICIES
+
+    return POLICIES.names()
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class LossConfig:
 
     # bce: non-saturating; minimax: saturating log(1 - D(G(z))); hinge; wgan-gp: Wasserstein
     # with gradient penalty; lsgan: least squares; relativistic: relativistic average (BCE)
-    name: str = _f("bce", choices=LOSSES)
+    name: str = _f("bce", choices=_losses)  # a registered loss, or package.module:attr
     gp_weight: float = _f(10.0, ge=0)  # wgan-gp: weight of the gradient penalty
     r1: float = _f(0.0, ge=0)  # R1 penalty weight gamma on real data (0 = off)
     r1_every: int = _f(16, gt=0)  # lazy R1: apply every k D steps, scaled by k
@@ -116,10 +125,10 @@ class TrainConfig:
     seed: int = _f(0, ge=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))
-    threads: int | None = _f(None, gt=0)  # CPU: torch intra-op threads; None = torch's own
+    threads: int | None = _f(None, gt=0, le=1024)  # CPU: torch intra-op threads; None = torch's
     channels_last: bool = False  # image nets' weights and batches in NHWC (faster convolutions)
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
-    augment: tuple[str, ...] = _f((), choices=AUGMENTS)  # DiffAugment on D's real and fake
+    augment: tuple[str, ...] = _f((), choices=_augments)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
     grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
@@ -274,9 +283,14 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         for item in value:
             _check(item, meta, key)
         return
-    if "choices" in meta and value not in meta["choices"]:
-        choices = ", ".join(str(c) for c in meta["choices"])
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {choices}")
+    if "choices" in meta:
+        allowed = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+        # a registry's names, or an import path (package.module:attr) checked when used
+        plugin = callable(meta["choices"]) and isinstance(value, str) and is_import_path(value)
+        if value not in allowed and not plugin:
+            choices = ", ".join(str(c) for c in allowed)
+            hint = " (or package.module:attr)" if callable(meta["choices"]) else ""
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {choices}{hint}")
     if "gt" in meta and not value > meta["gt"]:
         raise ConfigError(f"{key}: must be greater than {meta['gt']}, got {value!r}")
     if "ge" in meta and not value >= meta["ge"]:

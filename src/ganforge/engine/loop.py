@@ -35,6 +35,7 @@ from ..checkpoint import (
 from ..config import Config, save_config
 from ..data import TensorData, load_data
 from ..errors import CheckpointError, ConfigError, DataError, Diverged, Preempted
+from ..losses import get_loss
 from ..nets import NetSpec
 from ..report.runlog import status_of_exception, write_status
 from ..seeding import (  # noqa: F401  (the stream numbers are part of this module's surface)
@@ -174,7 +175,7 @@ def draw(cfg: Config, step: int, batch: int, device: torch.device, dist: Dist) -
         noise = dist.shard(noise, dim=1)
         label_noise = (noise[0], noise[1])
     aug = None  # per step and per process
-    if cfg.train.augment or cfg.loss.name == "wgan-gp":
+    if cfg.train.augment or get_loss(cfg.loss.name).gradient_penalty:
         aug = torch.Generator(device).manual_seed(mix_seed(seed, STREAM_AUG, step, dist.rank))
     return Draw(z, label_noise, aug)
 

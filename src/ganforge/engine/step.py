@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..augment import diff_augment
+from ..augment import POLICIES, diff_augment
 from ..checkpoint import Models
 from ..config import Config
 from ..errors import ConfigError
-from ..losses import LABELLED, d_loss, g_loss
+from ..losses import d_loss, g_loss, get_loss
 from ..nets import generate, judge
 from .optim import optimizer_step
 
@@ -40,7 +40,8 @@ def set_threads(cfg: Config, device: torch.device) -> None:
 def check_techniques(cfg: Config, shape: tuple[int, ...], batch: int) -> None:
     """Refuse combinations of options that cannot work, before any data is touched."""
     lc = cfg.loss
-    if lc.name not in LABELLED and (lc.real_label != 1 or lc.fake_label != 0 or lc.label_noise):
+    loss = get_loss(lc.name)  # an import path is imported here, before any data is read
+    if not loss.labelled and (lc.real_label != 1 or lc.fake_label != 0 or lc.label_noise):
         raise ConfigError(
             f"loss.real_label/fake_label/label_noise are label tricks of bce and minimax; "
             f"loss.name={lc.name} has no targets: remove them or use loss.name=bce"
@@ -52,6 +53,9 @@ def check_techniques(cfg: Config, shape: tuple[int, ...], batch: int) -> None:
         )
     if cfg.train.augment and len(shape) != 3:
         raise ConfigError("train.augment: DiffAugment is for images; remove it for 2-D data")
+    for name in cfg.train.augment:
+        if not callable(POLICIES.get(name, "train.augment")):
+            raise ConfigError(f"train.augment: {name!r} is not a function f(x, generator)")
     if batch % cfg.model.pack:
         raise ConfigError(
             f"model.pack={cfg.model.pack}: the per-process batch {batch} does not divide into "
@@ -111,6 +115,7 @@ def train_step(
     generator of DiffAugment's and WGAN-GP's random draws. No host sync here.
     """
     lc, tc = cfg.loss, cfg.train
+    loss = get_loss(lc.name)
     amp = autocast(real.device, tc.precision)
     if tc.channels_last and real.dim() == 4:  # the layout of the conv weights (build_models)
         real = real.contiguous(memory_format=torch.channels_last)
@@ -147,7 +152,7 @@ def train_step(
             average,
         )
         total_d = loss_d
-        if lc.name == "wgan-gp":
+        if loss.gradient_penalty:
             gp = gradient_penalty(m.d, real_in, fake_in, gen, y)
             total_d = total_d + lc.gp_weight * gp
             out["gp"] = gp.detach()
@@ -169,7 +174,7 @@ def train_step(
     try:
         with amp:
             real_now = None
-            if lc.name == "relativistic":  # G's loss compares with D's view of real data
+            if loss.g_needs_real:  # G's loss compares with D's view of real data
                 with torch.no_grad():
                     real_now = judge(m.d, real_in, y).float()
             loss_g = g_loss(lc.name, judge(m.d, aug(fake), y).float(), real_now)
