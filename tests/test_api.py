@@ -326,3 +326,32 @@ def test_losses_and_augment_policies_by_import_path(tmp_path, monkeypatch):
         )
     with pytest.raises(ConfigError, match="loss.name: 'nope' is not allowed"):
         ganforge.train("gaussian-2d", out=tmp_path / "y", overrides=["loss.name=nope"], **POINTS)
+
+
+METRIC = """
+from ganforge.metrics.metric import Metric
+
+brightness = Metric(
+    "images",
+    lambda ctx: {
+        "brightness": float(ctx.x.float().mean()),
+        "real_brightness": float(ctx.real.float().mean()),
+    },
+    primary="brightness",
+    values={"brightness": None},
+)
+"""
+
+
+def test_a_metric_of_ones_own_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "mymetrics.py").write_text(METRIC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = torch.full((64, 1, 28, 28), 51, dtype=torch.uint8)  # brightness 51 everywhere
+    run = ganforge.train("vanilla-fmnist", data=data, out=tmp_path / "r", verbose=False, **IMAGES)
+    values = run.evaluate(["mymetrics:brightness"], n=32)
+    assert values["real_brightness"] == 51.0 and 0 <= values["brightness"] <= 255
+    assert run.last_eval["protocol"]["n"] == 32
+    with pytest.raises(GanforgeError, match="not for image data"):
+        run.evaluate(["points"])
+    with pytest.raises(GanforgeError, match="unknown metric 'nope'"):
+        run.evaluate(["nope"])

@@ -434,7 +434,8 @@ class Run:
         names = metrics if metrics is None or isinstance(metrics, str) else tuple(metrics)
         if isinstance(names, str):
             names = ",".join(s.strip() for s in names.split(","))
-        evaluation = Evaluation(self.config, names, n, reference, seed, self.device)
+        real = self._data if self.config.data.name == "python" else None  # data from Python
+        evaluation = Evaluation(self.config, names, n, reference, seed, self.device, real=real)
         self.last_eval = evaluate_generator(self.generator, self.config, evaluation)
         return dict(self.last_eval["metrics"])
 

@@ -32,21 +32,11 @@ from ..config import Config, read_config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
-from . import classify, features, frechet, inception, points, precision_recall
+from . import features, inception, points, precision_recall
+from .metric import METRICS, get_metric
 
 CLASSIFIER_METRICS = ("fd", "pr", "is", "coverage")
-METRICS = (*CLASSIFIER_METRICS, *inception.INCEPTION_METRICS, "points")
 N_IMAGES = 10_000  # default samples per evaluation of image data
-# The metric that picks the best checkpoint: the first of these asked for (value, lower better).
-PRIMARY = {
-    "fd": ("fd", True),
-    "fid": ("fid", True),
-    "kid": ("kid", True),
-    "is": ("is", False),
-    "inception-is": ("inception_is", False),
-    "coverage": ("class_kl", True),
-    "pr": ("recall", False),
-}
 
 
 def default_metrics(cfg: Config) -> tuple[str, ...]:
@@ -59,24 +49,23 @@ def default_metrics(cfg: Config) -> tuple[str, ...]:
 
 
 def parse_metrics(names: str | tuple[str, ...] | None, cfg: Config) -> tuple[str, ...]:
-    """Check metric names against the data (2-D or images); None means the default set."""
+    """Check metric names (registered, or ``module:attr``) against the data; None means the
+    default set."""
     if names is None:
         return default_metrics(cfg)
     if isinstance(names, str):
         names = tuple(n.strip() for n in names.split(",") if n.strip())
-    unknown = [n for n in names if n not in METRICS]
-    if unknown or not names:
-        raise GanforgeError(
-            f"metrics: unknown metric {unknown[0] if unknown else '(none)'!r}; "
-            f"choose from: {', '.join(METRICS)}"
-        )
+    if not names:
+        raise GanforgeError(f"metrics: none given; choose from: {', '.join(METRICS.names())}")
     is_points = len(data_shape(cfg.data)) == 1
-    if is_points != (names == ("points",)):
-        kind = "2-D data" if is_points else "image data"
-        raise GanforgeError(
-            f"metrics {','.join(names)}: not for {kind} ({cfg.data.name}); use "
-            + ("points" if is_points else "fd,pr,is,coverage or fid,kid,inception-is")
-        )
+    for name in names:
+        metric = get_metric(name)  # unknown or not importable: one line listing the choices
+        if is_points != (metric.needs == "points"):
+            kind = "2-D data" if is_points else "image data"
+            raise GanforgeError(
+                f"metrics {','.join(names)}: {name} is not for {kind} ({cfg.data.name}); use "
+                + ("points" if is_points else "fd,pr,is,coverage or fid,kid,inception-is")
+            )
     return names
 
 
@@ -97,16 +86,19 @@ class Evaluation:
         """``real``: the reference data (default: ``reference`` split of the run's data)."""
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
         self.metrics = parse_metrics(metrics, cfg)
+        self.kinds = {name: get_metric(name) for name in self.metrics}
+        needs = {m.needs for m in self.kinds.values()}
         self.shape = data_shape(cfg.data)
-        self.is_points = self.metrics == ("points",)
+        self.is_points = needs == {"points"}
         self.n = n or (points.N_POINTS if self.is_points else N_IMAGES)
         self.extractors: dict[str, Any] = {}
         if self.is_points:
             self.primary, self.lower_is_better = points.primary(cfg.data.name)
             self.reference = {"target": cfg.data.name}
             self.pool = real.x if real is not None else load_data(cfg.data).x
+            self.real = self.pool
             return
-        use_inception = any(m in inception.INCEPTION_METRICS for m in self.metrics)
+        use_inception = "inception" in needs
         # Fail at once (before loading data or sampling) when Inception weights cannot be had.
         self.weights = inception.resolve_weights(inception_weights) if use_inception else None
         if real is None:
@@ -116,7 +108,8 @@ class Evaluation:
             real = TensorData(real.x[torch.randperm(len(real), generator=gen)[: self.n]], None, "")
         self.real = real.x
         self.reference = {"split": reference, "n": len(real)}
-        if any(m in CLASSIFIER_METRICS for m in self.metrics):
+        self.real_radii = None
+        if "classifier" in needs:
             self.evaluator = features.load_evaluator(cfg.data.name, self.device)
             self.real_feats, self.real_probs = self.evaluator.features(self.real)
             if "pr" in self.metrics:  # the reference's k-NN radii, once per run
@@ -124,8 +117,17 @@ class Evaluation:
             self.extractors["classifier"] = self.evaluator.describe()
         if use_inception:
             self.extractors["inception"] = inception.describe(self.weights)
-        first = next(m for m in PRIMARY if m in self.metrics)
-        self.primary, self.lower_is_better = PRIMARY[first]
+        # the best checkpoint: the primary value of the first metric that has one
+        primary = next((m.primary for m in self.kinds.values() if m.primary), None)
+        if primary is None:
+            raise GanforgeError(
+                f"metrics {','.join(self.metrics)}: none has a primary value to rank "
+                "checkpoints; add one of fd, pr, is, coverage, fid, kid, inception-is"
+            )
+        self.primary = primary
+        self.lower_is_better = bool(
+            next(m.values.get(primary, True) for m in self.kinds.values() if m.primary == primary)
+        )
 
     def labels(self) -> torch.Tensor | None:
         """A class-conditional G's labels: i % num_classes, every class equally often (up to
@@ -159,40 +161,19 @@ class Evaluation:
         """The metrics of generator ``g`` (a flat mapping name -> value), with ``eval_s``."""
         t0 = time.perf_counter()
         x = self.sample(g)
-        if self.is_points:
-            values = points.point_metrics(self.cfg.data.name, x, self.pool)
-        else:
-            values = self.score_images(x)
+        values = self.score(x)
         values["eval_s"] = round(time.perf_counter() - t0, 3)
         return values
 
-    def score_images(self, x: torch.Tensor) -> dict[str, Any]:
-        """Metrics of uint8 images ``x`` against the reference images."""
+    def score(self, x: torch.Tensor) -> dict[str, Any]:
+        """Metrics of samples ``x`` (uint8 images or points) against the reference."""
+        ctx = _Context(self, x)
         values: dict[str, Any] = {}
-        if any(m in CLASSIFIER_METRICS for m in self.metrics):
-            feats, probs = self.evaluator.features(x)
-            if "fd" in self.metrics:
-                values["fd"] = frechet.fd(self.real_feats, feats)
-            if "pr" in self.metrics:
-                pr = precision_recall.precision_recall(
-                    self.real_feats, feats, real_radii=self.real_radii
-                )
-                values.update(pr)
-            if "is" in self.metrics:
-                values["is"] = classify.inception_score(probs)
-                values["is_real"] = classify.inception_score(self.real_probs)
-            if "coverage" in self.metrics:
-                values.update(classify.class_coverage(probs, self.real_probs))
-                y = self.labels()
-                if y is not None and len(y) == len(x) and probs.shape[1] >= int(y.max()) + 1:
-                    # conditional G: how often the evaluator sees the class that was asked for
-                    values["class_acc"] = float((probs.argmax(1) == y).double().mean())
-        wanted = tuple(m for m in self.metrics if m in inception.INCEPTION_METRICS)
-        if wanted:
-            values.update(
-                inception.inception_metrics(x, self.real, wanted, self.weights, self.device)
-            )
+        for metric in self.kinds.values():
+            values.update(metric.compute(ctx))
         return values
+
+    score_images = score  # the name the tests and older callers use
 
     def protocol(self) -> dict[str, Any]:
         """How the numbers were made: samples, reference, extractors, seed, primary metric."""
@@ -203,6 +184,9 @@ class Evaluation:
             "reference": self.reference,
             "feature_extractors": self.extractors,
             "k": precision_recall.K if "pr" in self.metrics else None,
+            "lower_is_better": {
+                k: v for m in self.kinds.values() for k, v in m.values.items() if v is not None
+            },
             "primary": {"name": self.primary, "lower_is_better": self.lower_is_better},
         }
 
@@ -248,3 +232,30 @@ def evaluate_run(
     out = run_dir / "metrics.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     return out, result
+
+
+class _Context:
+    """What a metric's ``compute`` reads: the inputs its ``needs`` names, made on first use."""
+
+    def __init__(self, ev: Evaluation, x: torch.Tensor) -> None:
+        self.ev, self.x, self.real = ev, x, ev.real
+        self.data_name = ev.cfg.data.name
+        self.pool = getattr(ev, "pool", None)
+        self.labels = ev.labels()
+        self.real_radii = ev.real_radii if not ev.is_points else None
+        self._inception: dict[str, float] | None = None
+        if hasattr(ev, "evaluator") and not ev.is_points:
+            self.real_feats, self.real_probs = ev.real_feats, ev.real_probs
+            self.feats, self.probs = ev.evaluator.features(x)
+
+    def inception(self, name: str) -> dict[str, float]:
+        """The torch-fidelity values of Inception metric ``name`` (all of the evaluation's
+        Inception metrics are computed in one pass over the images)."""
+        if self._inception is None:
+            wanted = tuple(m for m, k in self.ev.kinds.items() if k.needs == "inception")
+            self._inception = inception.inception_metrics(
+                self.x, self.real, wanted, self.ev.weights, self.ev.device
+            )
+        keys = {"fid": ("fid",), "kid": ("kid", "kid_std")}
+        keys["inception-is"] = ("inception_is", "inception_is_std")
+        return {k: v for k, v in self._inception.items() if k in keys.get(name, ())}
