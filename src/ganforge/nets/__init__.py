@@ -61,6 +61,24 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
 NetSpec = nn.Module | Callable[..., nn.Module] | None  # a custom net: a module or a builder
 
 
+def _takes(builder: Callable[..., nn.Module], name: str) -> bool:
+    """Whether ``builder`` accepts keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _family(name: str, suffix: str, registry: Registry) -> str:
+    """``mlp-cond`` -> ``mlp``: the conditional names of earlier versions mean the family."""
+    base = name.removesuffix(suffix)
+    return base if base != name and base in registry else name
+
+
+NetSpec = nn.Module | Callable[..., nn.Module] | None  # a custom net: a module or a builder
+
+
 def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:
     """``num_classes`` for a conditional recipe, after checking the builder takes it."""
     if cfg.num_classes is None:
@@ -82,13 +100,27 @@ def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) 
 def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = None) -> nn.Module:
     """G mapping (N, z_dim) noise (and (N,) labels when conditional) to (N, *shape) samples.
 
-    ``net``: a custom G (a module, used as it is, or a builder) in place of ``model.g``.
+    ``net``: a custom G (a module, used as it is, or a builder) in place of ``model.g``. With
+    ``model.num_classes`` the family's G is wrapped as G(z, y) (``nets.cond``) unless its
+    builder takes ``num_classes`` itself.
     """
     if isinstance(net, nn.Module):
         return net
-    builder = net if net is not None else GENERATORS.get(cfg.g, "model.g")
-    extra = _conditional(builder, cfg, "model.g")
-    g = _call(builder, "model.g_args", cfg.g_args, z_dim=cfg.z_dim, shape=tuple(shape), **extra)
+    builder = net or GENERATORS.get(_family(cfg.g, "-cond", GENERATORS), "model.g")
+    k, args = cfg.num_classes, dict(cfg.g_args)
+    if k is not None and _takes(builder, "num_classes"):  # conditional by itself
+        g = _call(builder, "model.g_args", args, z_dim=cfg.z_dim, shape=tuple(shape), num_classes=k)
+    elif k is not None:
+        embed, cbn = args.pop("embed_dim", 10), args.pop("cbn", True)
+        if not isinstance(embed, int) or isinstance(embed, bool) or not isinstance(cbn, bool):
+            raise ConfigError("model.g_args: embed_dim must be an integer and cbn true or false")
+        body = _call(builder, "model.g_args", args, z_dim=cfg.z_dim + embed, shape=tuple(shape))
+        try:
+            g = cond.conditional_generator(body, k, embed, cbn)
+        except ValueError as e:
+            raise ConfigError(f"model.g_args: {e}") from None
+    else:
+        g = _call(builder, "model.g_args", args, z_dim=cfg.z_dim, shape=tuple(shape))
     if cfg.init_std is not None and net is None:  # a builder from Python keeps its own init
         normal_init(g, cfg.init_std)
     return g
@@ -97,16 +129,23 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = Non
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = None) -> nn.Module:
     """D mapping (N, *shape) samples (and labels) to (N, 1) logits, or (N / pack, 1) when
     packed; spectrally normalised when asked for. ``net``: a custom D (module or builder);
-    spectral norm and packing wrap it as they wrap the registered ones."""
-    if cfg.pack > 1 and cfg.num_classes is not None:
+    the projection head, spectral norm and packing wrap it as they wrap the registered ones."""
+    k = cfg.num_classes
+    if cfg.pack > 1 and k is not None:
         raise ConfigError("model.pack: packing is not supported with model.num_classes; use one")
     inner = (shape[0] * cfg.pack, *shape[1:])  # packed samples are stacked along channels
     if isinstance(net, nn.Module):
         d = net
     else:
-        builder = net if net is not None else DISCRIMINATORS.get(cfg.d, "model.d")
-        extra = _conditional(builder, cfg, "model.d")
+        builder = net or DISCRIMINATORS.get(_family(cfg.d, "-proj", DISCRIMINATORS), "model.d")
+        native = k is not None and _takes(builder, "num_classes")
+        extra = {"num_classes": k} if native else {}
         d = _call(builder, "model.d_args", cfg.d_args, shape=inner, **extra)
+        if k is not None and not native:
+            try:
+                d = cond.projection_discriminator(d, k)
+            except ValueError as e:
+                raise ConfigError(f"model.d: {e}") from None
         if cfg.init_std is not None and net is None:
             normal_init(d, cfg.init_std)
     if cfg.spectral_norm:

@@ -1,9 +1,11 @@
-"""Class-conditional networks: conditional generators and projection discriminators.
+"""Class-conditional networks: build-time wrappers around any unconditional G and D.
 
-Each conditional net wraps the unconditional family of the same name, so the trunks are the
-very layers of ``mlp.py`` and ``dcgan.py``:
+With ``model.num_classes`` set, ``build_generator`` and ``build_discriminator`` wrap the
+family's nets (as spectral norm and packing do), so the trunks are the very layers of
+``mlp.py`` and ``dcgan.py`` (``<family>-cond`` / ``<family>-proj``, the names of earlier
+versions, still mean the family):
 
-- G ``<family>-cond``: ``g(z, y)``. The label enters twice (each can be turned off):
+- G: ``g(z, y)``. The label enters twice (each can be turned off):
   a learned label embedding concatenated to z (Mirza & Osindero 2014, ``embed_dim``), and
   conditional batch norm (``cbn``): every BatchNorm of the family's G normalises without its
   own affine and takes a per-class scale and shift instead (de Vries et al. 2017; Dumoulin
@@ -12,8 +14,9 @@ very layers of ``mlp.py`` and ``dcgan.py``:
   family's D up to its last layer gives features phi(x); the logit is the family's last
   layer on phi plus the inner product <w_y, phi> with a learned per-class vector w_y.
 
-Families: ``mlp`` (vanilla-fmnist), ``dcgan-mnist`` (28x28), ``dcgan-svhn`` (32x32),
-``dcgan-64``. Labels are int64 class indices of shape (N,) in [0, num_classes).
+G's options ``embed_dim`` (default 10) and ``cbn`` (default true) are read from
+``model.g_args``. A builder that takes ``num_classes`` itself is conditional already and is
+not wrapped. Labels are int64 class indices of shape (N,) in [0, num_classes).
 """
 
 from __future__ import annotations
@@ -22,16 +25,6 @@ import torch
 from torch import nn
 
 from ..errors import GanforgeError
-from . import DISCRIMINATORS, GENERATORS
-from .dcgan import (
-    dcgan64_discriminator,
-    dcgan64_generator,
-    dcgan_mnist_discriminator,
-    dcgan_mnist_generator,
-    dcgan_svhn_discriminator,
-    dcgan_svhn_generator,
-)
-from .mlp import mlp_discriminator, mlp_generator
 
 
 def check_labels(y: torch.Tensor, n: int, num_classes: int) -> None:
@@ -136,7 +129,9 @@ class ProjectionDiscriminator(nn.Module):
         return self.head(h) + self.proj(phi).gather(1, y.view(-1, 1))
 
 
-def _conditional_g(body: nn.Module, num_classes: int, embed_dim: int, cbn: bool) -> nn.Module:
+def conditional_generator(
+    body: nn.Module, num_classes: int, embed_dim: int, cbn: bool
+) -> nn.Module:
     """Wrap a family's G (built for z_dim + embed_dim inputs) as G(z, y)."""
     if embed_dim < 0:
         raise ValueError(f"embed_dim must be 0 (off) or positive, got {embed_dim}")
@@ -146,117 +141,16 @@ def _conditional_g(body: nn.Module, num_classes: int, embed_dim: int, cbn: bool)
     return ConditionalGenerator(body, num_classes, embed_dim)
 
 
-def _projection_d(plain: nn.Sequential, num_classes: int) -> nn.Module:
+def projection_discriminator(plain: nn.Module, num_classes: int) -> nn.Module:
     """Split a family's D before its last weight layer and add the class projection."""
     layers = list(plain.children())
-    last = max(i for i, m in enumerate(layers) if isinstance(m, (nn.Linear, nn.Conv2d)))
+    weights = [i for i, m in enumerate(layers) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not isinstance(plain, nn.Sequential) or not weights:
+        raise ValueError(
+            f"a projection head needs a Sequential D ending in a linear or conv layer, not "
+            f"{type(plain).__name__}; give a D that takes num_classes itself"
+        )
+    last = weights[-1]
     trunk, head = nn.Sequential(*layers[:last]), nn.Sequential(*layers[last:])
     w = layers[last].weight  # (1, F) linear, or (1, C, k, k) conv over the whole last map
     return ProjectionDiscriminator(trunk, head, w[0].numel(), num_classes)
-
-
-# ---------------------------------------------------------------- mlp (vanilla-fmnist)
-
-
-@GENERATORS.register("mlp-cond")
-def mlp_cond_generator(
-    z_dim: int,
-    shape: tuple[int, ...],
-    num_classes: int,
-    widths: tuple[int, ...] = (128, 256, 512, 1024),
-    bn_eps: float = 1e-5,
-    slope: float = 0.2,
-    embed_dim: int = 10,
-    cbn: bool = True,
-) -> nn.Module:
-    """The ``mlp`` G on [z, embed(y)] (``embed_dim`` 0: z alone), class-conditional BN
-    (``cbn``) in its BN layers (all hidden layers but the first)."""
-    body = mlp_generator(z_dim + embed_dim, shape, tuple(widths), bn_eps, slope)
-    return _conditional_g(body, num_classes, embed_dim, cbn)
-
-
-@DISCRIMINATORS.register("mlp-proj")
-def mlp_proj_discriminator(
-    shape: tuple[int, ...],
-    num_classes: int,
-    widths: tuple[int, ...] = (512, 256),
-    slope: float = 0.2,
-    activation: str = "lrelu",
-) -> nn.Module:
-    """The ``mlp`` D; phi(x) is its last hidden layer (256 wide by default)."""
-    return _projection_d(mlp_discriminator(shape, tuple(widths), slope, activation), num_classes)
-
-
-# ---------------------------------------------------------------- the DCGAN families
-# Each takes the family's own keyword arguments and passes them on.
-
-
-@GENERATORS.register("dcgan-mnist-cond")
-def dcgan_mnist_cond_generator(
-    z_dim: int,
-    shape: tuple[int, ...],
-    num_classes: int,
-    slope: float = 0.2,
-    flat_bn: bool = False,
-    embed_dim: int = 10,
-    cbn: bool = True,
-    widths: tuple[int, int, int] = (256, 128, 64),
-) -> nn.Module:
-    """The ``dcgan-mnist`` G (28x28, its ``widths``) on [z, embed(y)] with class-conditional BN."""
-    body = dcgan_mnist_generator(z_dim + embed_dim, shape, slope, flat_bn, tuple(widths))
-    return _conditional_g(body, num_classes, embed_dim, cbn)
-
-
-@DISCRIMINATORS.register("dcgan-mnist-proj")
-def dcgan_mnist_proj_discriminator(
-    shape: tuple[int, ...],
-    num_classes: int,
-    slope: float = 0.2,
-    dropout: float = 0.3,
-    widths: tuple[int, int] = (64, 128),
-) -> nn.Module:
-    """The ``dcgan-mnist`` D (its ``widths``); phi(x) is its flattened last conv map (6,272
-    for 28x28 at the default widths)."""
-    d = dcgan_mnist_discriminator(shape, slope, dropout, tuple(widths))
-    return _projection_d(d, num_classes)
-
-
-@GENERATORS.register("dcgan-svhn-cond")
-def dcgan_svhn_cond_generator(
-    z_dim: int, shape: tuple[int, ...], num_classes: int, embed_dim: int = 10, cbn: bool = True
-) -> nn.Module:
-    """The ``dcgan-svhn`` G (32x32) on [z, embed(y)] with class-conditional BN."""
-    return _conditional_g(
-        dcgan_svhn_generator(z_dim + embed_dim, shape), num_classes, embed_dim, cbn
-    )
-
-
-@DISCRIMINATORS.register("dcgan-svhn-proj")
-def dcgan_svhn_proj_discriminator(
-    shape: tuple[int, ...], num_classes: int, slope: float = 0.2
-) -> nn.Module:
-    """The ``dcgan-svhn`` D; phi(x) is its flattened last conv map (4,096 for 32x32)."""
-    return _projection_d(dcgan_svhn_discriminator(shape, slope), num_classes)
-
-
-@GENERATORS.register("dcgan-64-cond")
-def dcgan64_cond_generator(
-    z_dim: int,
-    shape: tuple[int, ...],
-    num_classes: int,
-    base: int = 64,
-    embed_dim: int = 10,
-    cbn: bool = True,
-) -> nn.Module:
-    """The ``dcgan-64`` G on [z, embed(y)] (a (z + e) x 1 x 1 map) with class-conditional BN."""
-    body = dcgan64_generator(z_dim + embed_dim, shape, base)
-    return _conditional_g(body, num_classes, embed_dim, cbn)
-
-
-@DISCRIMINATORS.register("dcgan-64-proj")
-def dcgan64_proj_discriminator(
-    shape: tuple[int, ...], num_classes: int, base: int = 64, slope: float = 0.2
-) -> nn.Module:
-    """The ``dcgan-64`` D; phi(x) is its last 4x4 map, flattened (its k4 logit conv is a
-    linear map of the same features)."""
-    return _projection_d(dcgan64_discriminator(shape, base, slope), num_classes)
