@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .errors import GanforgeError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ganforge",
         description="Train, evaluate and show generative adversarial networks.",
     )
+    p.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("recipes", help="list the recipes (data, shapes, parameters, source)")
@@ -64,7 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a grid of samples from a trained generator")
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("-o", "--output", default="samples.png", help="PNG file to write")
+    s.add_argument("-o", "--output", help="PNG file (default samples.png), or folder for dir")
+    s.add_argument(
+        "--format",
+        choices=("grid", "dir"),
+        default="grid",
+        help="grid: one PNG (default); dir: one PNG per sample in folder -o (default samples/)",
+    )
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     s.add_argument(
         "--checkpoint",
@@ -81,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="class-conditional runs: all samples of class K (default: every class in turn)",
     )
     s.set_defaults(func=cmd_sample)
+
+    x = sub.add_parser("export", help="export the sampling generator to ONNX or TorchScript")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    x.add_argument("-o", "--output", help="file to write (default RUN_DIR/generator.onnx|.pt)")
+    x.add_argument("--checkpoint", choices=("best", "last"), default=None, help="default: best")
+    x.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, samples, summary")
     rp.add_argument("run_dir", metavar="RUN_DIR")
@@ -340,6 +355,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = read_config(run_dir / "config.yaml")
     y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     device = resolve_device(args.device)
+    if args.format == "dir":  # one PNG per sample (export.py)
+        from .export import sample_dir
+
+        out = Path(args.output or "samples")
+        print(sample_dir(run_dir, args.n, out, args.seed, args.checkpoint, device, y))
+        return 0
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
     ckpt = find_checkpoint(run_dir, prefer)
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
@@ -349,10 +370,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     z = nets.sample_noise(args.n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)
     with torch.no_grad():
         fake = nets.generate(g, z, None if y is None else y.to(device))
-    out = Path(args.output)
+    out = Path(args.output or "samples.png")
     render(fake, out, (math.ceil(args.n / cols), cols), cfg.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
     print(f"wrote {args.n} samples{of} from {ckpt} to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the sampling G as an ONNX or TorchScript file with a dynamic batch size."""
+    from .export import describe, export_run
+
+    out, s = export_run(Path(args.run_dir), args.format, args.output, args.checkpoint)
+    print(describe(out, s, args.format))
     return 0
 
 
