@@ -6,6 +6,7 @@ Every user-facing problem is a ``GanforgeError`` printed as one line (exit code 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -106,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("dir", metavar="DIR", nargs="?", default="runs", help="default: ./runs")
     ru.set_defaults(func=cmd_runs)
 
-    e = sub.add_parser("evaluate", help="sample quality of a run -> RUN_DIR/metrics.json")
+    e = sub.add_parser("evaluate", help="sample quality of a run -> RUN_DIR/metrics.json(l)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--n", type=int, default=None, help="samples (default 10000; 2-D: 2500)")
     e.add_argument("--reference", choices=("test", "train"), default="test", help="real split")
@@ -232,7 +233,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
                 "or choose another --out"
             )
-    result = train(cfg, run_dir, resume=bool(args.resume), verbose=not args.quiet)
+    from .report.runs import latest_link
+
+    with contextlib.nullcontext() if args.resume else latest_link(run_dir):  # runs/latest
+        result = train(cfg, run_dir, resume=bool(args.resume), verbose=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 speaks for the job
     print(
@@ -406,11 +410,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Table of the runs under DIR: recipe, progress, FD, wall time, status."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report.runlog import hms
-    from .report.runs import list_runs
+    from .report.runs import list_runs, print_runs
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -419,16 +419,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {root}")
         return 0
-    table = Table(title=f"ganforge runs in {root}")
-    for col in ("run", "recipe", "steps", "last FD", "best FD", "wall time", "status"):
-        table.add_column(col, justify="right" if col in ("steps", "wall time") else "left")
-    colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
-    for r in runs:
-        steps = f"{r.steps:,} / {r.total:,}" if r.total else f"{r.steps:,} / ?"
-        fd = ["-" if v is None else f"{v:.3f}" for v in (r.last_fd, r.best_fd)]
-        status = f"[{colors.get(r.status, 'white')}]{r.status}[/]"
-        table.add_row(r.name, r.recipe, steps, *fd, hms(r.wall_s), status)
-    Console().print(table)
+    print_runs(root, runs)  # report/runs.py
     return 0
 
 
@@ -448,10 +439,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         inception_weights=args.inception_weights,
     )
-    shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-    ck = result["protocol"]["checkpoint"]
-    print(f"wrote {out} ({ck['tag']} checkpoint, step {ck['step']}, n={result['protocol']['n']})")
+    from .report.history import lines
+
+    print("\n".join(lines(result)))
+    ck, g = result["protocol"]["checkpoint"], result["protocol"].get("generator", "G")
+    print(
+        f"wrote {out} and appended to metrics.jsonl ({g} of the {ck['tag']} checkpoint, "
+        f"step {ck['step']}, n={result['protocol']['n']})"
+    )
     return 0
 
 

@@ -168,9 +168,10 @@ def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
             head.append(f"best checkpoint (step {best['step']:,})")
         rows = [[k, v] + ([at_best.get(k, "")] if best else []) for k, v in last.items()]
         parts.append(_table(rows, head))
+    parts.append(_history_section(run_dir))
     text = _read(run_dir / "metrics.json")
     if text is not None:
-        parts.append("<h3>metrics.json</h3>")
+        parts.append("<h3>metrics.json (the latest evaluation)</h3>")
         try:
             data = json.loads(text)
             flat = numbers(data) if isinstance(data, dict) else {}
@@ -180,6 +181,48 @@ def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
             pass
         parts.append(f"<details><summary>raw</summary><pre>{e(text)}</pre></details>")
     return "\n".join(parts)
+
+
+def _history_section(run_dir: Path) -> str:
+    """Every ``ganforge evaluate`` of the run (metrics.jsonl), each metric's direction, and
+    the real-vs-real floor where it is known."""
+    from . import history
+
+    recs = history.read(run_dir)
+    if not recs:
+        return ""
+    keys: list[str] = []
+    for r in recs:
+        for k, v in r["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "eval_s":
+                if k not in keys:
+                    keys.append(k)
+    head = ["when", "checkpoint", "generator", "n"] + [
+        f"{k} ({history.direction(k)} is better)" if history.direction(k) else k for k in keys
+    ]
+    rows = []
+    floors = []
+    for r in recs:
+        ck = r.get("checkpoint") or {}
+        proto = r.get("protocol") or {}
+        rows.append(
+            [str(r.get("time", "")), f"{ck.get('tag', '?')} (step {ck.get('step', '?')})"]
+            + [str(proto.get("generator", "G")), str(r.get("n", ""))]
+            + [_fmt(r["metrics"][k]) if k in r["metrics"] else "" for k in keys]
+        )
+        ref = proto.get("reference")
+        split = ref.get("split", "test") if isinstance(ref, dict) else "test"
+        fl = history.floor(str(r.get("data", "")), r.get("n"), split)
+        if fl and fl not in floors:
+            floors.append(fl)
+            rows.append(["real-vs-real floor", "train vs test images", "-", str(r.get("n"))])
+            rows[-1] += [_fmt(fl[k]) if k in fl else "" for k in keys]
+    note = (
+        "<p>One row per <code>ganforge evaluate</code> (metrics.jsonl). The real-vs-real "
+        "floor is the score of real training images against the test images: the best "
+        "a generator can do at that n (docs/metrics.md).</p>"
+    )
+    return "<h3>ganforge evaluate history</h3>" + _table(rows, head) + note
 
 
 def _samples_section(run_dir: Path, out_dir: Path) -> str:
@@ -253,7 +296,7 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
     sec.append(
         f'<div class="row">{"".join(figs)}</div>' if figs else '<p class="note">no log yet</p>'
     )
-    if log.evals or (run_dir / "metrics.json").exists():
+    if log.evals or (run_dir / "metrics.json").exists() or (run_dir / "metrics.jsonl").exists():
         sec += ["<h2>Quality metrics</h2>", _metrics_section(run_dir, log.evals)]
     sec += [
         "<h2>Samples through training</h2>",
