@@ -468,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GanforgeError as e:
-        print(f"ganforge: error: {e}", file=sys.stderr)
+        from .train.guard import Preempted  # a stop by signal is not an error
+
+        kind = "" if isinstance(e, Preempted) else "error: "
+        print(f"ganforge: {kind}{e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

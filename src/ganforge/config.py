@@ -120,6 +120,7 @@ class TrainConfig:
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
     augment: tuple[str, ...] = _f((), choices=AUGMENTS)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
+    progress_every_s: float = _f(30.0, gt=0)  # piped output: seconds between progress lines
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
     grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
     checkpoint_every: int | None = _f(None, gt=0)  # steps between checkpoints; None = samples'

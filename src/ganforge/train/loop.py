@@ -259,7 +259,7 @@ def _train(
         models.g = distributed.sync_batchnorm(models.g, device)
         models.d = distributed.sync_batchnorm(models.d, device)
     ckpt_dir = run_dir / "checkpoints"
-    progress = Progress(length.total, 0, length.steps_per_epoch, enabled=verbose)
+    progress = Progress.for_run(cfg, length, verbose)
     counters: dict[str, Any] = {"step": 0}
     if resume:
         if dist.active:  # rank 0 tidies interrupted saves before anyone reads
@@ -395,6 +395,7 @@ def _train(
                 sums[k] = sums[k] + v if k in sums else v.clone()
                 counts[k] = counts.get(k, 0) + 1
             window_steps += 1
+            progress.tick(done, epoch + 1)  # the bar; piped output: a line when one is due
 
             if log_now:
                 if dist.active:  # losses and D outputs averaged over ranks, at log steps only
