@@ -377,7 +377,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.output or "samples.png")
     render(fake, out, (math.ceil(args.n / cols), cols), cfg.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
-    print(f"wrote {args.n} samples{of} from {ckpt} to {out}")
+    from .train.ema import checkpoint_generator
+
+    print(f"wrote {args.n} samples{of} from {checkpoint_generator(ckpt)} of {ckpt} to {out}")
     return 0
 
 

@@ -61,7 +61,16 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalisation of D's conv and linear weights
     pack: int = _f(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (1 = off)
     ema: float | None = _f(None, gt=0, lt=1)  # decay of an EMA copy of G used for sampling
-    ema_start: int = _f(0, ge=0)  # steps before the EMA starts averaging (it copies G until)
+    # steps before the EMA starts averaging (sampling uses G until then); auto: at once, with
+    # a warm-up of the decay, min(ema, (1 + n) / (10 + n)) after n updates (train/ema.py)
+    ema_start: int | str = 0
+
+    def __post_init__(self) -> None:
+        s = self.ema_start
+        if not (s == "auto" or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)):
+            raise ConfigError(
+                f"model.ema_start: {s!r} is not allowed; give a step count (0 or more) or auto"
+            )
 
 
 LOSSES = ("bce", "minimax", "hinge", "wgan-gp", "lsgan", "relativistic")

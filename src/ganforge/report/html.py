@@ -143,6 +143,9 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
         rows.append(("throughput, median of log windows", f"{med:,.0f} images/s"))
     if wall > 0 and last.get("images"):
         rows.append(("throughput, overall", f"{last['images'] / wall:,.0f} images/s"))
+    gen = _sampling_generator(run_dir, cfg)
+    if gen:
+        rows.append(("samples, final.png, evaluation drawn by", gen))
     device = env.get("gpu") or env.get("device")
     if device:
         rows.append(("device", device))
@@ -152,6 +155,19 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
     if "d_real" in last:
         rows.append(("final D(x) / D(G(z))", f"{last['d_real']:.3f} / {last['d_fake']:.3f}"))
     return [(k, _fmt(v)) for k, v in rows]  # all text: one alignment in the table
+
+
+def _sampling_generator(run_dir: Path, cfg: dict[str, Any]) -> str:
+    """Which G the run samples with: the EMA of G (its decay, start, updates) or G."""
+    from ..train.ema import checkpoint_generator
+
+    model = cfg.get("model") or {}
+    if not isinstance(model, dict) or model.get("ema") is None:
+        return "G"
+    which = checkpoint_generator(run_dir / "checkpoints" / "last")
+    if which == "G":  # the EMA had not begun averaging at the last checkpoint
+        which = "G (the EMA had not started yet)"
+    return f"{which}; model.ema={model['ema']}, model.ema_start={model.get('ema_start', 0)}"
 
 
 def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:

@@ -32,6 +32,8 @@ from ..summary import summarize
 from ..tb import TensorBoard
 from ..visual import render
 from .checkpoint import atomic_write_text, clean_leftovers, load_checkpoint, save_checkpoint
+from .ema import final_note
+from .ema import start_step as ema_start_step
 from .guard import Diverged, Preempted, RunLock, StopSignals, check_losses, check_parameters
 from .optim import make_optimizer
 from .progress import Progress
@@ -71,11 +73,16 @@ def fixed_noise(cfg: Config, n: int, device: torch.device) -> torch.Tensor:
 
 
 def grid_labels(cfg: Config, device: torch.device | str) -> torch.Tensor | None:
-    """Labels of the sample grid of a conditional recipe: row r shows class r mod classes."""
+    """Labels of the sample grid of a conditional recipe, every class shown: row r shows
+    class r mod classes (at least as many rows as classes), else column c class c mod classes
+    (enough columns), else cell i class i mod classes."""
     if cfg.model.num_classes is None:
         return None
-    rows, cols = cfg.train.grid
-    return (torch.arange(rows * cols, device=device) // cols) % cfg.model.num_classes
+    rows, cols, k = *cfg.train.grid, cfg.model.num_classes
+    i = torch.arange(rows * cols, device=device)
+    if rows >= k or cols < k:  # row r: class r mod k (every cell in turn if both are short)
+        return (i // cols) % k if rows >= k else i % k
+    return (i % cols) % k  # more columns than classes: column c shows class c mod k
 
 
 @dataclass
@@ -366,7 +373,7 @@ def _train(
             done = step + 1
             if budget is not None and time.perf_counter() - t_start >= budget:
                 length.total = done  # train.max_seconds: the run ends normally at this step
-            if models.g_ema is not None and "loss_g" in out and step >= cfg.model.ema_start:
+            if models.g_ema is not None and "loss_g" in out and step >= ema_start_step(cfg):
                 models.g_ema.update_parameters(models.g)
             log_now = done % cfg.train.log_every == 0 or done == length.total
             try:
@@ -447,6 +454,7 @@ def _train(
     if main:
         final = run_dir / "final.png"
         save_samples(models.sampler(), z_fixed, final, cfg, real_ref, "final", y_fixed)
+        progress.message(final_note(run_dir, length.total))  # which G drew it (train/ema.py)
         write_status(run_dir, "finished")
         if cfg.train.report:
             report_after_training(run_dir, progress.message)

@@ -104,7 +104,10 @@ class Progress:
             every_s=cfg.train.progress_every_s,
         )
         p.length = length
-        p.say_plan(plan_text(length, cfg.train.epochs, cfg.train.iterations, cfg.train.max_seconds))
+        plan = plan_text(length, cfg.train.epochs, cfg.train.iterations, cfg.train.max_seconds)
+        from .ema import start_note
+
+        p.say_plan("\n".join([plan, *start_note(cfg, length.total)]))
         return p
 
     # ------------------------------------------------------------ display kinds
