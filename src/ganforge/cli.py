@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--open", action="store_true", help="open it in the default browser")
     rp.set_defaults(func=cmd_report)
 
+    c = sub.add_parser("compare", help="one HTML page comparing runs: configs, curves, samples")
+    c.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    c.add_argument("-o", "--output", default="compare.html", help="default: ./compare.html")
+    c.set_defaults(func=cmd_compare)
+
     ru = sub.add_parser("runs", help="list the runs in a folder with their progress and status")
     ru.add_argument("dir", metavar="DIR", nargs="?", default="runs", help="default: ./runs")
     ru.set_defaults(func=cmd_runs)
@@ -389,6 +394,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out, s = export_run(Path(args.run_dir), args.format, args.output, args.checkpoint)
     print(describe(out, s, args.format))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML page comparing runs (report/compare.py)."""
+    from .report.compare import describe, write_compare
+
+    print(describe(write_compare([Path(r) for r in args.run_dirs], Path(args.output))))
     return 0
 
 

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -241,11 +242,11 @@ def _history_section(run_dir: Path) -> str:
     return "<h3>ganforge evaluate history</h3>" + _table(rows, head) + note
 
 
-def _samples_section(run_dir: Path, out_dir: Path) -> str:
+def _samples_section(run_dir: Path, out_dir: Path, live: bool = False) -> str:
     frames = sample_frames(run_dir)
     if not frames:
         return '<p class="note">no sample grids in samples/</p>'
-    anim = write_animation(frames, out_dir / ANIMATION)
+    anim = None if live else write_animation(frames, out_dir / ANIMATION)
     shown = spread(frames, MAX_FRAMES)
     imgs = []
     for i, fr in enumerate(shown):
@@ -279,8 +280,10 @@ def _interpolation_section(run_dir: Path) -> str:
     )
 
 
-def build_page(run_dir: Path, out_dir: Path) -> str:
-    """The report's HTML text; writes the sample animation into ``out_dir`` on the way."""
+def build_page(run_dir: Path, out_dir: Path, live: bool = False) -> str:
+    """The report's HTML text; writes the sample animation into ``out_dir`` on the way.
+    ``live``: the cheap page refreshed during training (``refresh_report``): no animation,
+    no interpolation, and the browser reloads it every 30 s."""
     cfg_text = _read(run_dir / "config.yaml") or ""
     try:
         cfg = yaml.safe_load(cfg_text) or {}
@@ -316,7 +319,7 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
         sec += ["<h2>Quality metrics</h2>", _metrics_section(run_dir, log.evals)]
     sec += [
         "<h2>Samples through training</h2>",
-        _samples_section(run_dir, out_dir),
+        _samples_section(run_dir, out_dir, live),
         "<h2>Final samples</h2>",
     ]
     final = run_dir / "final.png"
@@ -325,7 +328,14 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
         if final.exists()
         else '<p class="note">no final.png (the run has not finished)</p>'
     )
-    sec += ["<h2>Latent interpolation</h2>", _interpolation_section(run_dir)]
+    if live:
+        sec += [
+            "<h2>Latent interpolation</h2>",
+            '<p class="note">drawn when the run ends (this page is refreshed during '
+            "training and reloads itself every 30 s)</p>",
+        ]
+    else:
+        sec += ["<h2>Latent interpolation</h2>", _interpolation_section(run_dir)]
     for title, fname in (("Model", "summary.txt"), ("Config", "config.yaml")):
         text = _read(run_dir / fname)
         if text:
@@ -338,13 +348,14 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>ganforge report: {e(name)}</title><style>{CSS}</style></head>\n<body>\n"
+        + ("<meta http-equiv='refresh' content='30'>" if live else "")
+        + f"<title>ganforge report: {e(name)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(sec)
         + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
+def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> Path:
     """Write the run's report (default ``RUN_DIR/report.html``) and return its path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -352,8 +363,8 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     out = Path(out) if out else run_dir / REPORT
-    page = build_page(run_dir, out.parent)
-    tmp = out.with_name(f".{out.name}.tmp")
+    page = build_page(run_dir, out.parent, live)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return out
@@ -372,4 +383,34 @@ def report_after_training(run_dir: Path, say: Callable[[str], None] | None = Non
         return None
     if say:
         say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return path
+
+
+# ---------------------------------------------------------------- refreshed during training
+
+REFRESH_MIN_S = 30.0  # at most one refresh per this many seconds
+REFRESH_COST = 20  # ... and per 20 times the last refresh's own time (<= 5% of the run)
+_last_refresh: dict[str, tuple[float, float]] = {}  # run dir -> (when, seconds it took)
+
+
+def refresh_report(run_dir: Path, force: bool = False) -> Path | None:
+    """Rewrite ``RUN_DIR/report.html`` during training, cheaply and atomically: the page
+    without animation and interpolation (``live``), first 30 s after the first sample step,
+    then at most every 30 s and every 20 times its own cost (<= ~5% of the run). The
+    training loop calls it at each sample step; a failure is never fatal to the run (None)."""
+    key = str(Path(run_dir).resolve())
+    now = time.perf_counter()
+    last = _last_refresh.get(key)
+    if not force:
+        if last is None:  # the first sample step: start the clock (short runs get no page)
+            _last_refresh[key] = (now, 0.0)
+            return None
+        when, cost = last
+        if now - when < max(REFRESH_MIN_S, REFRESH_COST * cost):
+            return None
+    try:
+        path = write_report(Path(run_dir), live=True)
+    except Exception:  # the run matters more than its page
+        path = None
+    _last_refresh[key] = (now, time.perf_counter() - now)
     return path

@@ -26,7 +26,7 @@ from ..data import TensorData, load_data
 from ..distributed import Dist
 from ..errors import CheckpointError, ConfigError, DataError
 from ..metrics.evaluate import TrainingEval
-from ..report.html import report_after_training
+from ..report.html import refresh_report, report_after_training
 from ..report.runlog import status_of_exception, write_status
 from ..summary import summarize
 from ..tb import TensorBoard
@@ -428,6 +428,8 @@ def _train(
                     models.sampler(), z_fixed, path, cfg, real_ref, f"step {done}", y_fixed
                 )
                 tb.image(path, done)
+                if cfg.train.report:  # report.html during training, rate-limited (html.py)
+                    refresh_report(run_dir)
             stopping = agreed_stop if dist.active else stop.requested
             if done % ckpt_every == 0 or done == length.total or stopping:
                 checkpoint(done, epoch + 1)
