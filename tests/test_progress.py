@@ -119,6 +119,9 @@ def test_plan_is_said_with_the_first_step(clock):
         class train:  # noqa: N801
             max_seconds, progress_every_s, epochs, iterations = None, 30.0, 200, None
 
+        class model:  # noqa: N801
+            ema = None
+
     p = Progress.for_run(Cfg, Length, True)
     p.stream = out
     p.tick(1, 1)
