@@ -131,9 +131,11 @@ def describe(out: Path, s: Sampler, fmt: str) -> str:
     inputs = f"z (batch, {s.cfg.model.z_dim}) {s.cfg.model.z_dist}"
     if s.conditional:
         inputs += f", y (batch,) int64 labels 0-{s.cfg.model.num_classes - 1}"
+    shape = data_shape(s.cfg.data)
+    output = f"x in [{lo}, {hi}]" if len(shape) == 3 else f"x (batch, {shape[0]}) points"
     return (
         f"wrote {out} ({fmt}, {s.which} of {s.checkpoint}; inputs {inputs}; "
-        f"output x in [{lo}, {hi}]; any batch size)"
+        f"output {output}; any batch size)"
     )
 
 
