@@ -152,3 +152,22 @@ def test_ctrl_c_is_a_stop_not_an_error(tmp_path, capsys):
     assert code == 130
     assert err.startswith("ganforge: stopped by SIGINT after step 528; checkpoint saved")
     assert "error" not in err and "--resume" in err
+
+
+def test_notebook_widget_or_timed_lines_without_ipywidgets(clock, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(prog, "_in_notebook", lambda: True)
+    out = io.StringIO()
+    p = Progress(1000, 0, 100, True, stream=out)
+    if p.bar is not None:  # ipywidgets installed: the widget
+        assert type(p.bar).__module__ == prog.__name__  # tqdm.notebook's bar, with our ETA
+        assert "tqdm.notebook" in [c.__module__ for c in type(p.bar).__mro__]
+        p.close()
+    monkeypatch.setitem(sys.modules, "tqdm.notebook", None)  # no ipywidgets: import fails
+    q = Progress(1000, 0, 100, True, stream=out)
+    assert q.bar is None
+    q.tick(1, 1)
+    clock.t += 11
+    q.tick(50, 1)
+    assert out.getvalue().startswith("step 50/1,000")
