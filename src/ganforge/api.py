@@ -252,11 +252,16 @@ def _run(
     callbacks: Sequence[Any],
     verbose: bool,
 ) -> Run:
-    from .engine.loop import train as train_loop
+    import contextlib
 
-    result = train_loop(
-        cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
-    )
+    from .engine.loop import train as train_loop
+    from .report.runs import latest_link
+
+    # runs/latest points at a new run in the default runs folder while and after it trains
+    with contextlib.nullcontext() if resuming else latest_link(run_dir):
+        result = train_loop(
+            cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
+        )
     main = int(os.environ.get("RANK", "0")) == 0
     if main and cfg.train.report:
         from .report.html import report_after_training

@@ -293,3 +293,14 @@ def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
         f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}); "
         "train first with 'ganforge train --out DIR'"
     )
+
+
+def checkpoint_generator(ckpt: Path) -> str:
+    """'the EMA of G (N updates)' or 'G': which network a checkpoint samples with."""
+    if not (ckpt / "g_ema.safetensors").is_file():
+        return "G"
+    try:
+        n = json.loads((ckpt / "state.json").read_text()).get("ema_updates")
+    except (OSError, ValueError):
+        n = None
+    return f"the EMA of G ({n:,} updates)" if isinstance(n, int) else "the EMA of G"

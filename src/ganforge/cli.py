@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .errors import GanforgeError
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ganforge",
         description="Train, evaluate and show generative adversarial networks.",
     )
+    p.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("recipes", help="list the recipes (data, shapes, parameters, source)")
@@ -63,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a grid of samples from a trained generator")
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    s.add_argument("-o", "--output", default="samples.png", help="PNG file to write")
+    s.add_argument("-o", "--output", help="PNG file (default samples.png), or folder for dir")
+    s.add_argument(
+        "--format",
+        choices=("grid", "dir"),
+        default="grid",
+        help="grid: one PNG (default); dir: one PNG per sample in folder -o (default samples/)",
+    )
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     s.add_argument(
         "--checkpoint",
@@ -81,16 +89,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_sample)
 
+    x = sub.add_parser("export", help="export the sampling generator to ONNX or TorchScript")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    x.add_argument("-o", "--output", help="file to write (default RUN_DIR/generator.onnx|.pt)")
+    x.add_argument("--checkpoint", choices=("best", "last"), default=None, help="default: best")
+    x.set_defaults(func=cmd_export)
+
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, samples, summary")
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--open", action="store_true", help="open it in the default browser")
     rp.set_defaults(func=cmd_report)
 
+    c = sub.add_parser("compare", help="one HTML page comparing runs: configs, curves, samples")
+    c.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    c.add_argument("-o", "--output", default="compare.html", help="default: ./compare.html")
+    c.set_defaults(func=cmd_compare)
+
     ru = sub.add_parser("runs", help="list the runs in a folder with their progress and status")
     ru.add_argument("dir", metavar="DIR", nargs="?", default="runs", help="default: ./runs")
     ru.set_defaults(func=cmd_runs)
 
-    e = sub.add_parser("evaluate", help="sample quality of a run -> RUN_DIR/metrics.json")
+    e = sub.add_parser("evaluate", help="sample quality of a run -> RUN_DIR/metrics.json(l)")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--n", type=int, default=None, help="samples (default 10000; 2-D: 2500)")
     e.add_argument("--reference", choices=("test", "train"), default="test", help="real split")
@@ -317,18 +337,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GanforgeError(f"{run_dir}: no such run directory")
     classes = read_config(run_dir / "config.yaml").model.num_classes
     y, cols = sample_labels(args.n, classes, args.class_, str(run_dir))  # before any loading
+    if args.format == "dir":  # one PNG per sample (export.py)
+        from .export import sample_dir
+        from .seeding import resolve_device
+
+        out = Path(args.output or "samples")
+        device = resolve_device(args.device)
+        print(sample_dir(run_dir, args.n, out, args.seed, args.checkpoint, device, y))
+        return 0
     run = api.load(run_dir, args.checkpoint or "best", device=args.device)
     fake = run.sample(args.n, seed=args.seed, labels=y)
-    out = Path(args.output)
-    render(
-        fake,
-        out,
-        (math.ceil(args.n / cols), cols),
-        run.config.data.range,
-        title=str(run.checkpoint),
-    )
+    out = Path(args.output or "samples.png")
+    ckpt = run.checkpoint
+    render(fake, out, (math.ceil(args.n / cols), cols), run.config.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
-    print(f"wrote {args.n} samples{of} from {run.checkpoint} to {out}")
+    from .checkpoint import checkpoint_generator
+
+    print(f"wrote {args.n} samples{of} from {checkpoint_generator(ckpt)} of {ckpt} to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the sampling G as an ONNX or TorchScript file with a dynamic batch size."""
+    from .export import describe, export_run
+
+    out, s = export_run(Path(args.run_dir), args.format, args.output, args.checkpoint)
+    print(describe(out, s, args.format))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML page comparing runs (report/compare.py)."""
+    from .report.compare import describe, write_compare
+
+    print(describe(write_compare([Path(r) for r in args.run_dirs], Path(args.output))))
     return 0
 
 
@@ -352,11 +394,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Table of the runs under DIR: recipe, progress, FD, wall time, status."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report.runlog import hms
-    from .report.runs import list_runs
+    from .report.runs import list_runs, print_runs
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -365,16 +403,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {root}")
         return 0
-    table = Table(title=f"ganforge runs in {root}")
-    for col in ("run", "recipe", "steps", "last FD", "best FD", "wall time", "status"):
-        table.add_column(col, justify="right" if col in ("steps", "wall time") else "left")
-    colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
-    for r in runs:
-        steps = f"{r.steps:,} / {r.total:,}" if r.total else f"{r.steps:,} / ?"
-        fd = ["-" if v is None else f"{v:.3f}" for v in (r.last_fd, r.best_fd)]
-        status = f"[{colors.get(r.status, 'white')}]{r.status}[/]"
-        table.add_row(r.name, r.recipe, steps, *fd, hms(r.wall_s), status)
-    Console().print(table)
+    print_runs(root, runs)  # report/runs.py
     return 0
 
 
@@ -394,10 +423,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         inception_weights=args.inception_weights,
     )
-    shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
-    print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-    ck = result["protocol"]["checkpoint"]
-    print(f"wrote {out} ({ck['tag']} checkpoint, step {ck['step']}, n={result['protocol']['n']})")
+    from .metrics.history import lines
+
+    print("\n".join(lines(result)))
+    ck, g = result["protocol"]["checkpoint"], result["protocol"].get("generator", "G")
+    print(
+        f"wrote {out} and appended to metrics.jsonl ({g} of the {ck['tag']} checkpoint, "
+        f"step {ck['step']}, n={result['protocol']['n']})"
+    )
     return 0
 
 
@@ -419,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GanforgeError as e:
-        print(f"ganforge: error: {e}", file=sys.stderr)
+        from .errors import Preempted  # a stop by signal is not an error
+
+        kind = "" if isinstance(e, Preempted) else "error: "
+        print(f"ganforge: {kind}{e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

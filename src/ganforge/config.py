@@ -63,7 +63,16 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalisation of D's conv and linear weights
     pack: int = _f(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (1 = off)
     ema: float | None = _f(None, gt=0, lt=1)  # decay of an EMA copy of G used for sampling
-    ema_start: int = _f(0, ge=0)  # steps before the EMA starts averaging (it copies G until)
+    # steps before the EMA starts averaging (sampling uses G until then); auto: at once, with
+    # a warm-up of the decay, min(ema, (1 + n) / (10 + n)) after n updates (train/ema.py)
+    ema_start: int | str = 0
+
+    def __post_init__(self) -> None:
+        s = self.ema_start
+        if not (s == "auto" or (isinstance(s, int) and not isinstance(s, bool) and s >= 0)):
+            raise ConfigError(
+                f"model.ema_start: {s!r} is not allowed; give a step count (0 or more) or auto"
+            )
 
 
 def _losses() -> list[str]:
@@ -130,6 +139,7 @@ class TrainConfig:
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
     augment: tuple[str, ...] = _f((), choices=_augments)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
+    progress_every_s: float = _f(30.0, gt=0)  # piped output: seconds between progress lines
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
     grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
     checkpoint_every: int | None = _f(None, gt=0)  # steps between checkpoints; None = samples'

@@ -120,11 +120,16 @@ def fixed_noise(cfg: Config, n: int, device: torch.device) -> torch.Tensor:
 
 
 def grid_labels(cfg: Config, device: torch.device | str) -> torch.Tensor | None:
-    """Labels of the sample grid of a conditional recipe: row r shows class r mod classes."""
+    """Labels of the sample grid of a conditional recipe, every class shown: row r shows
+    class r mod classes (at least as many rows as classes), else column c class c mod classes
+    (enough columns), else cell i class i mod classes."""
     if cfg.model.num_classes is None:
         return None
-    rows, cols = cfg.train.grid
-    return (torch.arange(rows * cols, device=device) // cols) % cfg.model.num_classes
+    rows, cols, k = *cfg.train.grid, cfg.model.num_classes
+    i = torch.arange(rows * cols, device=device)
+    if rows >= k or cols < k:  # row r: class r mod k (every cell in turn if both are short)
+        return (i // cols) % k if rows >= k else i % k
+    return (i % cols) % k  # more columns than classes: column c shows class c mod k
 
 
 def save_samples(
@@ -196,6 +201,16 @@ class Checkpoints(Callback):
         counters = {**state.counters, "rollbacks": state.rollbacks}
         path = save_checkpoint(state.run_dir / "checkpoints", "last", models, counters)
         state.fire("on_checkpoint", path)
+
+
+class LiveReport(Callback):
+    """``train.report``: report.html refreshed at sample steps while the run trains (cheaply,
+    atomically and rate-limited by ``refresh_report``); the full page is the caller's."""
+
+    def on_sample(self, state: TrainState, path: Path) -> None:
+        from ..report.html import refresh_report
+
+        refresh_report(state.run_dir)
 
 
 class Evaluations(Callback):

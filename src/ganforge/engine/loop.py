@@ -50,8 +50,17 @@ from ..seeding import (  # noqa: F401  (the stream numbers are part of this modu
 )
 from ..summary import summarize
 from . import distributed
-from .callbacks import Checkpoints, Evaluations, SampleGrids, TrainState, check_callbacks
+from .callbacks import (
+    Checkpoints,
+    Evaluations,
+    LiveReport,
+    SampleGrids,
+    TrainState,
+    check_callbacks,
+)
 from .distributed import Dist
+from .ema import final_note
+from .ema import start_step as ema_start_step
 from .evaluation import TrainingEval
 from .guard import RunLock, StopSignals, check_losses
 from .optim import make_optimizer
@@ -346,7 +355,7 @@ def _train(
         models.g = distributed.sync_batchnorm(models.g, device)
         models.d = distributed.sync_batchnorm(models.d, device)
     b = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)[0]
-    progress = Progress(length.total, 0, length.steps_per_epoch, enabled=verbose)
+    progress = Progress.for_run(cfg, length, verbose)
     state = TrainState(
         cfg, run_dir, models, device, length.total, length.steps_per_epoch, b, progress.message
     )
@@ -368,6 +377,8 @@ def _train(
     if main:
         real_points = None if data.is_image else data.x[: _grid_n(cfg) * 10].float()
         hooks.insert(0, SampleGrids(cfg, device, real_points))
+        if cfg.train.report:  # report.html during training, rate-limited (report/html.py)
+            hooks.insert(1, LiveReport())
         evaluator = TrainingEval.of(cfg, run_dir, device)  # eval.every
         if evaluator is not None:
             hooks.append(Evaluations(evaluator))
@@ -392,7 +403,7 @@ def _train(
             done = step + 1
             if budget is not None and time.perf_counter() - t_start >= budget:
                 length.total = state.total = done  # train.max_seconds: the run ends here
-            if models.g_ema is not None and "loss_g" in out and step >= cfg.model.ema_start:
+            if models.g_ema is not None and "loss_g" in out and step >= ema_start_step(cfg):
                 models.g_ema.update_parameters(models.g)
             log_now = done % cfg.train.log_every == 0 or done == length.total
             try:
@@ -407,6 +418,7 @@ def _train(
                 continue
             recorder.add(out)
             state.step, state.epoch = done, step // length.steps_per_epoch + 1
+            progress.tick(done, state.epoch)  # the bar; piped output: a line when one is due
             if log_now:
                 rec = recorder.record(state.counters, b)
                 state.fire("on_log", rec)
@@ -426,6 +438,7 @@ def _train(
     wall = time.perf_counter() - t_start
     if main:
         state.fire("on_train_end")
+        state.say(final_note(run_dir, length.total))  # which G drew final.png (ema.py)
         write_status(run_dir, "finished")
     steps = length.total - start
     last = recorder.last

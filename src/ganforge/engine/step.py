@@ -67,6 +67,10 @@ def make_ema(g: nn.Module, cfg: Config) -> AveragedModel | None:
     """An exponential moving average of G's weights and buffers (``model.ema``), or None."""
     if cfg.model.ema is None:
         return None
+    if cfg.model.ema_start == "auto":  # the decay warms up (train/ema.py)
+        from .ema import warmup_multi_avg_fn
+
+        return AveragedModel(g, multi_avg_fn=warmup_multi_avg_fn(cfg.model.ema), use_buffers=True)
     return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(cfg.model.ema), use_buffers=True)
 
 

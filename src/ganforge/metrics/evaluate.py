@@ -228,9 +228,16 @@ def evaluate_run(
         "epoch": counters.get("epoch"),
         "images": counters.get("images"),
     }
+    # which network was scored: the EMA of G when the run keeps one (load_weights "sampler")
+    ema = (ckpt / "g_ema.safetensors").is_file()
+    result["protocol"]["generator"] = "the EMA of G" if ema else "G"
     result = {"run_dir": str(run_dir), "recipe": cfg.recipe, "data": cfg.data.name, **result}
-    out = run_dir / "metrics.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    from ..checkpoint import atomic_write_text
+    from . import history
+
+    out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    history.append(run_dir, result)
     return out, result
 
 

@@ -106,7 +106,7 @@ register(
             "is_real": classify.inception_score(ctx.real_probs),
         },
         primary="is",
-        values={"is": False, "is_real": None},
+        values={"is": False, "is_real": False},
     ),
 )
 register(
@@ -154,6 +154,8 @@ register(
             "fd": True,
             "mean_err": True,
             "cov_err": True,
+            "cov_rel_err": True,
+            "kl": True,
         },
     ),
 )

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,6 +144,9 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
         rows.append(("throughput, median of log windows", f"{med:,.0f} images/s"))
     if wall > 0 and last.get("images"):
         rows.append(("throughput, overall", f"{last['images'] / wall:,.0f} images/s"))
+    gen = _sampling_generator(run_dir, cfg)
+    if gen:
+        rows.append(("samples, final.png, evaluation drawn by", gen))
     device = env.get("gpu") or env.get("device")
     if device:
         rows.append(("device", device))
@@ -152,6 +156,19 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
     if "d_real" in last:
         rows.append(("final D(x) / D(G(z))", f"{last['d_real']:.3f} / {last['d_fake']:.3f}"))
     return [(k, _fmt(v)) for k, v in rows]  # all text: one alignment in the table
+
+
+def _sampling_generator(run_dir: Path, cfg: dict[str, Any]) -> str:
+    """Which G the run samples with: the EMA of G (its decay, start, updates) or G."""
+    from ..checkpoint import checkpoint_generator
+
+    model = cfg.get("model") or {}
+    if not isinstance(model, dict) or model.get("ema") is None:
+        return "G"
+    which = checkpoint_generator(run_dir / "checkpoints" / "last")
+    if which == "G":  # the EMA had not begun averaging at the last checkpoint
+        which = "G (the EMA had not started yet)"
+    return f"{which}; model.ema={model['ema']}, model.ema_start={model.get('ema_start', 0)}"
 
 
 def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
@@ -168,9 +185,10 @@ def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
             head.append(f"best checkpoint (step {best['step']:,})")
         rows = [[k, v] + ([at_best.get(k, "")] if best else []) for k, v in last.items()]
         parts.append(_table(rows, head))
+    parts.append(_history_section(run_dir))
     text = _read(run_dir / "metrics.json")
     if text is not None:
-        parts.append("<h3>metrics.json</h3>")
+        parts.append("<h3>metrics.json (the latest evaluation)</h3>")
         try:
             data = json.loads(text)
             flat = numbers(data) if isinstance(data, dict) else {}
@@ -182,11 +200,53 @@ def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _samples_section(run_dir: Path, out_dir: Path) -> str:
+def _history_section(run_dir: Path) -> str:
+    """Every ``ganforge evaluate`` of the run (metrics.jsonl), each metric's direction, and
+    the real-vs-real floor where it is known."""
+    from ..metrics import history
+
+    recs = history.read(run_dir)
+    if not recs:
+        return ""
+    keys: list[str] = []
+    for r in recs:
+        for k, v in r["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "eval_s":
+                if k not in keys:
+                    keys.append(k)
+    head = ["when", "checkpoint", "generator", "n"] + [
+        f"{k} ({history.direction(k)} is better)" if history.direction(k) else k for k in keys
+    ]
+    rows = []
+    floors = []
+    for r in recs:
+        ck = r.get("checkpoint") or {}
+        proto = r.get("protocol") or {}
+        rows.append(
+            [str(r.get("time", "")), f"{ck.get('tag', '?')} (step {ck.get('step', '?')})"]
+            + [str(proto.get("generator", "G")), str(r.get("n", ""))]
+            + [_fmt(r["metrics"][k]) if k in r["metrics"] else "" for k in keys]
+        )
+        ref = proto.get("reference")
+        split = ref.get("split", "test") if isinstance(ref, dict) else "test"
+        fl = history.floor(str(r.get("data", "")), r.get("n"), split)
+        if fl and fl not in floors:
+            floors.append(fl)
+            rows.append(["real-vs-real floor", "train vs test images", "-", str(r.get("n"))])
+            rows[-1] += [_fmt(fl[k]) if k in fl else "" for k in keys]
+    note = (
+        "<p>One row per <code>ganforge evaluate</code> (metrics.jsonl). The real-vs-real "
+        "floor is the score of real training images against the test images: the best "
+        "a generator can do at that n (docs/metrics.md).</p>"
+    )
+    return "<h3>ganforge evaluate history</h3>" + _table(rows, head) + note
+
+
+def _samples_section(run_dir: Path, out_dir: Path, live: bool = False) -> str:
     frames = sample_frames(run_dir)
     if not frames:
         return '<p class="note">no sample grids in samples/</p>'
-    anim = write_animation(frames, out_dir / ANIMATION)
+    anim = None if live else write_animation(frames, out_dir / ANIMATION)
     shown = spread(frames, MAX_FRAMES)
     imgs = []
     for i, fr in enumerate(shown):
@@ -220,8 +280,10 @@ def _interpolation_section(run_dir: Path) -> str:
     )
 
 
-def build_page(run_dir: Path, out_dir: Path) -> str:
-    """The report's HTML text; writes the sample animation into ``out_dir`` on the way."""
+def build_page(run_dir: Path, out_dir: Path, live: bool = False) -> str:
+    """The report's HTML text; writes the sample animation into ``out_dir`` on the way.
+    ``live``: the cheap page refreshed during training (``refresh_report``): no animation,
+    no interpolation, and the browser reloads it every 30 s."""
     cfg_text = _read(run_dir / "config.yaml") or ""
     try:
         cfg = yaml.safe_load(cfg_text) or {}
@@ -253,11 +315,11 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
     sec.append(
         f'<div class="row">{"".join(figs)}</div>' if figs else '<p class="note">no log yet</p>'
     )
-    if log.evals or (run_dir / "metrics.json").exists():
+    if log.evals or (run_dir / "metrics.json").exists() or (run_dir / "metrics.jsonl").exists():
         sec += ["<h2>Quality metrics</h2>", _metrics_section(run_dir, log.evals)]
     sec += [
         "<h2>Samples through training</h2>",
-        _samples_section(run_dir, out_dir),
+        _samples_section(run_dir, out_dir, live),
         "<h2>Final samples</h2>",
     ]
     final = run_dir / "final.png"
@@ -266,7 +328,14 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
         if final.exists()
         else '<p class="note">no final.png (the run has not finished)</p>'
     )
-    sec += ["<h2>Latent interpolation</h2>", _interpolation_section(run_dir)]
+    if live:
+        sec += [
+            "<h2>Latent interpolation</h2>",
+            '<p class="note">drawn when the run ends (this page is refreshed during '
+            "training and reloads itself every 30 s)</p>",
+        ]
+    else:
+        sec += ["<h2>Latent interpolation</h2>", _interpolation_section(run_dir)]
     for title, fname in (("Model", "summary.txt"), ("Config", "config.yaml")):
         text = _read(run_dir / fname)
         if text:
@@ -279,13 +348,14 @@ def build_page(run_dir: Path, out_dir: Path) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>ganforge report: {e(name)}</title><style>{CSS}</style></head>\n<body>\n"
+        + ("<meta http-equiv='refresh' content='30'>" if live else "")
+        + f"<title>ganforge report: {e(name)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(sec)
         + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
     )
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
+def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> Path:
     """Write the run's report (default ``RUN_DIR/report.html``) and return its path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -293,8 +363,8 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     out = Path(out) if out else run_dir / REPORT
-    page = build_page(run_dir, out.parent)
-    tmp = out.with_name(f".{out.name}.tmp")
+    page = build_page(run_dir, out.parent, live)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return out
@@ -313,4 +383,34 @@ def report_after_training(run_dir: Path, say: Callable[[str], None] | None = Non
         return None
     if say:
         say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return path
+
+
+# ---------------------------------------------------------------- refreshed during training
+
+REFRESH_MIN_S = 30.0  # at most one refresh per this many seconds
+REFRESH_COST = 20  # ... and per 20 times the last refresh's own time (<= 5% of the run)
+_last_refresh: dict[str, tuple[float, float]] = {}  # run dir -> (when, seconds it took)
+
+
+def refresh_report(run_dir: Path, force: bool = False) -> Path | None:
+    """Rewrite ``RUN_DIR/report.html`` during training, cheaply and atomically: the page
+    without animation and interpolation (``live``), first 30 s after the first sample step,
+    then at most every 30 s and every 20 times its own cost (<= ~5% of the run). The
+    training loop calls it at each sample step; a failure is never fatal to the run (None)."""
+    key = str(Path(run_dir).resolve())
+    now = time.perf_counter()
+    last = _last_refresh.get(key)
+    if not force:
+        if last is None:  # the first sample step: start the clock (short runs get no page)
+            _last_refresh[key] = (now, 0.0)
+            return None
+        when, cost = last
+        if now - when < max(REFRESH_MIN_S, REFRESH_COST * cost):
+            return None
+    try:
+        path = write_report(Path(run_dir), live=True)
+    except Exception:  # the run matters more than its page
+        path = None
+    _last_refresh[key] = (now, time.perf_counter() - now)
     return path
