@@ -23,7 +23,6 @@ __all__ = [
     "__version__",
     "load",
     "load_config",
-    "recipes",
     "resume",
     "train",
 ]

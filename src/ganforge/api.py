@@ -15,9 +15,9 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -27,11 +27,12 @@ from .checkpoint import find_checkpoint, load_weights, verify
 from .config import Config, load_config, read_config, recipe_dict, to_dict
 from .data import TensorData, data_shape, select, to_uint8
 from .errors import ConfigError, GanforgeError
+from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
 from .seeding import mix_seed, resolve_device
 
-RecipeLike = str | os.PathLike | Config
-NetLike = nn.Module | Callable[..., nn.Module] | None
+RecipeLike: TypeAlias = str | os.PathLike | Config
+NetLike: TypeAlias = NetSpec  # a custom G or D: a module, or a builder of one
 
 
 # ---------------------------------------------------------------- configs
@@ -300,9 +301,9 @@ def load(
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)
     g.load_state_dict(load_weights(ckpt, "sampler", dev))
-    run = Run(run_dir, cfg, g, None, checkpoint=ckpt)
-    run._nets = (generator, discriminator)
-    return run
+    out = Run(run_dir, cfg, g, None, checkpoint=ckpt)
+    out._nets = (generator, discriminator)
+    return out
 
 
 class Run:
@@ -362,7 +363,7 @@ class Run:
         pandas is installed, else as a list of dicts."""
         records = self.log_records()
         try:
-            import pandas as pd
+            import pandas as pd  # pyright: ignore[reportMissingImports]  (optional)
         except ImportError:
             return records
         return pd.DataFrame.from_records(records)

@@ -83,7 +83,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def _rng_state() -> dict[str, Any]:
     """Python's and numpy's global generator states, as JSON (torch's go to safetensors)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Any = np.random.get_state()  # the legacy tuple (kind, keys, pos, gauss, cached)
+    kind, keys, pos, has_gauss, cached = state
     return {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), pos, has_gauss, cached],

@@ -349,6 +349,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     fake = run.sample(args.n, seed=args.seed, labels=y)
     out = Path(args.output or "samples.png")
     ckpt = run.checkpoint
+    assert ckpt is not None  # load() always finds one
     render(fake, out, (math.ceil(args.n / cols), cols), run.config.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
     from .checkpoint import checkpoint_generator

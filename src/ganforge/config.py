@@ -294,7 +294,7 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
             _check(item, meta, key)
         return
     if "choices" in meta:
-        allowed = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+        allowed: Any = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         # a registry's names, or an import path (package.module:attr) checked when used
         plugin = callable(meta["choices"]) and isinstance(value, str) and is_import_path(value)
         if value not in allowed and not plugin:
@@ -327,7 +327,7 @@ def build(cls: type, raw: typing.Mapping[str, Any] | None, prefix: str = "") -> 
             continue
         key = prefix + name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = build(tp, raw[name], key + ".")
         else:
             value = _coerce(raw[name], tp, key)

@@ -64,9 +64,10 @@ def load_sampler(
 def example_inputs(s: Sampler, n: int = 2) -> tuple[torch.Tensor, ...]:
     """Inputs of batch ``n`` for tracing: noise, and labels 0..n-1 for a conditional G."""
     z = torch.zeros(n, s.cfg.model.z_dim)
-    if not s.conditional:
+    k = s.cfg.model.num_classes
+    if not s.conditional or k is None:
         return (z,)
-    return (z, torch.arange(n, dtype=torch.long) % s.cfg.model.num_classes)
+    return (z, torch.arange(n, dtype=torch.long) % k)
 
 
 def _export_onnx(s: Sampler, inputs: tuple[torch.Tensor, ...], tmp: Path) -> None:
@@ -96,7 +97,7 @@ def _export_torchscript(s: Sampler, inputs: tuple[torch.Tensor, ...], tmp: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(s.g, inputs, check_trace=False)
-    traced.save(str(tmp))
+    traced.save(str(tmp))  # pyright: ignore[reportAttributeAccessIssue]  (a ScriptModule)
 
 
 def export_run(
@@ -130,7 +131,7 @@ def describe(out: Path, s: Sampler, fmt: str) -> str:
     lo, hi = ("0", "1") if s.cfg.data.range == "unit" else ("-1", "1")
     inputs = f"z (batch, {s.cfg.model.z_dim}) {s.cfg.model.z_dist}"
     if s.conditional:
-        inputs += f", y (batch,) int64 labels 0-{s.cfg.model.num_classes - 1}"
+        inputs += f", y (batch,) int64 labels 0-{(s.cfg.model.num_classes or 1) - 1}"
     shape = data_shape(s.cfg.data)
     output = f"x in [{lo}, {hi}]" if len(shape) == 3 else f"x (batch, {shape[0]}) points"
     return (

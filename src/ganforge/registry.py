@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 
-T = TypeVar("T", bound=Callable)
+T = TypeVar("T")
 
 
 class Registry(Generic[T]):

@@ -23,10 +23,10 @@ def save_scatter(real: torch.Tensor, fake: torch.Tensor, path: Path, title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    real, fake = real.detach().float().cpu().numpy(), fake.detach().float().cpu().numpy()
+    r, f = real.detach().float().cpu().numpy(), fake.detach().float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.scatter(real[:, 0], real[:, 1], s=6, alpha=0.5, label="real")
-    ax.scatter(fake[:, 0], fake[:, 1], s=6, alpha=0.5, label="generated")
+    ax.scatter(r[:, 0], r[:, 1], s=6, alpha=0.5, label="real")
+    ax.scatter(f[:, 0], f[:, 1], s=6, alpha=0.5, label="generated")
     ax.legend(loc="upper left")
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")

@@ -37,7 +37,7 @@ def warmup_multi_avg_fn(decay: float) -> Any:
     def update(ema: list[Any], cur: list[Any], n: Any) -> None:
         d = warmup_decay(decay, int(n))  # AveragedModel already syncs on n_averaged
         if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
-            torch._foreach_lerp_(ema, cur, 1 - d)
+            torch._foreach_lerp_(ema, cur, 1 - d)  # pyright: ignore[reportPrivateImportUsage]
         else:  # integer buffers (BatchNorm's num_batches_tracked)
             for p_ema, p_cur in zip(ema, cur, strict=True):
                 p_ema.copy_(p_ema * d + p_cur * (1 - d))

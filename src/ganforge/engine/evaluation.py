@@ -35,7 +35,7 @@ class TrainingEval:
         return cls(cfg, run_dir, device) if cfg.eval.every else None
 
     def due(self, done: int, total: int) -> bool:
-        return done % self.every == 0 or done == total
+        return done == total or (self.every is not None and done % self.every == 0)
 
     def run(self, models: Any, ckpt_dir: Path, counters: dict[str, Any]) -> dict[str, Any]:
         """Evaluate G; save checkpoint ``best`` when the primary metric improves.

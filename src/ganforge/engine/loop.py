@@ -86,7 +86,7 @@ class Length:
                 f"train.batch_size={cfg.train.batch_size} is larger than the data set "
                 f"({n} examples); lower train.batch_size or add data"
             )
-        total = cfg.train.iterations or cfg.train.epochs * spe
+        total = cfg.train.iterations or (cfg.train.epochs or 0) * spe  # config: one is set
         return cls(spe, total, cfg.train.sample_every or spe)
 
 

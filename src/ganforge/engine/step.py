@@ -128,7 +128,10 @@ def train_step(
     r1_now = lc.r1 > 0 and step % lc.r1_every == 0
 
     def aug(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, tc.augment, gen) if tc.augment else x
+        if not tc.augment:
+            return x
+        assert gen is not None  # the loop draws one whenever train.augment is set
+        return diff_augment(x, tc.augment, gen)
 
     out: dict[str, torch.Tensor] = {}
     # ---- D step: real toward real, detached fake toward fake
@@ -157,6 +160,7 @@ def train_step(
         )
         total_d = loss_d
         if loss.gradient_penalty:
+            assert gen is not None  # the loop draws one for a gradient penalty
             gp = gradient_penalty(m.d, real_in, fake_in, gen, y)
             total_d = total_d + lc.gp_weight * gp
             out["gp"] = gp.detach()

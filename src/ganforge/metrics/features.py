@@ -162,6 +162,7 @@ def accuracy(net: Classifier, data: TensorData, batch: int = 1000) -> float:
     """Top-1 accuracy of ``net`` on labelled uint8 images."""
     net.eval()
     correct = 0
+    assert data.labels is not None  # the evaluator's data sets are labelled
     with torch.no_grad():
         for x, y in zip(data.x.split(batch), data.labels.split(batch), strict=True):
             correct += int((net(scale(x)).argmax(1) == y).sum())
@@ -299,7 +300,7 @@ def build_evaluator(
     base = DataConfig(name=dataset, path=data_path)
     train = load_data(replace(base, split="train"))
     test = load_data(replace(base, split="test"))
-    if not train.is_image or train.labels is None:
+    if not train.is_image or train.labels is None or test.labels is None:
         raise GanforgeError(f"{dataset} is not a labelled image data set; no evaluator for it")
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     log(f"training the {ARCH} evaluator of {dataset} on {len(train):,} images ({train.source})")

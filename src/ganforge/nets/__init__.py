@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -58,9 +58,6 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
     return net
 
 
-NetSpec = nn.Module | Callable[..., nn.Module] | None  # a custom net: a module or a builder
-
-
 def _takes(builder: Callable[..., nn.Module], name: str) -> bool:
     """Whether ``builder`` accepts keyword ``name`` (or any keyword)."""
     try:
@@ -76,7 +73,8 @@ def _family(name: str, suffix: str, registry: Registry) -> str:
     return base if base != name and base in registry else name
 
 
-NetSpec = nn.Module | Callable[..., nn.Module] | None  # a custom net: a module or a builder
+# a custom net: a module, or a builder of one
+NetSpec: TypeAlias = nn.Module | Callable[..., nn.Module] | None
 
 
 def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:

@@ -91,7 +91,7 @@ def _run(seq: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class ConditionalGenerator(nn.Module):
     """G(z, y): [z, embed(y)] through the family's G, whose BatchNorms are class-conditional."""
 
-    def __init__(self, body: nn.Sequential, num_classes: int, embed_dim: int) -> None:
+    def __init__(self, body: nn.Module, num_classes: int, embed_dim: int) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, embed_dim) if embed_dim else None
@@ -153,4 +153,5 @@ def projection_discriminator(plain: nn.Module, num_classes: int) -> nn.Module:
     last = weights[-1]
     trunk, head = nn.Sequential(*layers[:last]), nn.Sequential(*layers[last:])
     w = layers[last].weight  # (1, F) linear, or (1, C, k, k) conv over the whole last map
+    assert isinstance(w, torch.Tensor)
     return ProjectionDiscriminator(trunk, head, w[0].numel(), num_classes)

@@ -69,9 +69,11 @@ def png_bytes(im: Image.Image | Path) -> bytes:
     """A compact, optimized PNG encoding of an image or image file."""
     if isinstance(im, Path):
         with Image.open(im) as f:
-            im = f.copy()
+            image = f.copy()
+    else:
+        image = im
     buf = io.BytesIO()
-    compact(im).save(buf, format="PNG", optimize=True)
+    compact(image).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 

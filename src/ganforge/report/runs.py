@@ -116,7 +116,8 @@ def _run_info(run_dir: Path, eval_fd: float | None) -> RunInfo:
     log = read_log(run_dir)
     with_fd = [r for r in log.evals if _fd(r) is not None]
     best = best_eval(with_fd)
-    best_fd = _fd(best) if best else min((_fd(r) for r in with_fd), default=None)
+    fds = [v for v in (_fd(r) for r in with_fd) if v is not None]
+    best_fd = _fd(best) if best else min(fds, default=None)
     return RunInfo(
         name=run_dir.name,
         path=run_dir,
