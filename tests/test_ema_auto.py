@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from ganforge.config import load_config
+from ganforge.engine import ema
 from ganforge.engine.callbacks import grid_labels
 from ganforge.engine.loop import build_models, train
 from ganforge.engine.progress import Progress
 from ganforge.errors import ConfigError
-from ganforge.engine import ema
 
 BASE = ["data.points=64", "train.iterations=60", "train.log_every=20", "train.device=cpu"]
 BASE += ["train.report=false", "model.ema=0.999"]

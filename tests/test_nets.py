@@ -171,3 +171,42 @@ def test_dcgan_mnist_widths_slim_the_nets_and_bad_widths_are_config_errors():
     bad = ModelConfig(g="dcgan-mnist", g_args={"widths": [1, 2]})
     with pytest.raises(ConfigError, match="widths"):
         nets.build_generator(bad, shape)
+
+
+# One example shape each registered net supports (a builder added without one fails below).
+BUILDER_SHAPES = {
+    "mlp": (1, 28, 28),
+    "linear": (2,),
+    "toy": (2,),
+    "maxout": (2,),
+    "dcgan-mnist": (1, 28, 28),
+    "dcgan-svhn": (3, 32, 32),
+    "dcgan-64": (3, 64, 64),
+    "cifar-ships": (3, 32, 32),
+}
+
+
+BUILDERS = [("g", n) for n in nets.GENERATORS.names()]
+BUILDERS += [("d", n) for n in nets.DISCRIMINATORS.names()]
+
+
+@pytest.mark.parametrize("classes", [None, 3], ids=["plain", "conditional"])
+@pytest.mark.parametrize(("kind", "name"), BUILDERS, ids=[f"{k}-{n}" for k, n in BUILDERS])
+def test_every_registered_builder_builds_runs_and_conditions(kind, name, classes):
+    """Each builder, plain and wrapped as class-conditional at build time (label embedding and
+    class BN for G, projection head for D): output shapes and a gradient to every weight."""
+    shape = BUILDER_SHAPES[name]
+    cfg = ModelConfig(g=name, d=name, z_dim=8, num_classes=classes)
+    y = None if classes is None else torch.tensor([0, 1, 2, 1])
+    run = nets.generate if kind == "g" else nets.judge
+    build = nets.build_generator if kind == "g" else nets.build_discriminator
+    net = build(cfg, shape)
+    x = torch.randn(4, 8) if kind == "g" else torch.randn(4, *shape)
+    out = run(net, x, y)
+    assert out.shape == ((4, *shape) if kind == "g" else (4, 1))
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    if classes is not None:  # the labels change the output
+        net.eval()
+        with torch.no_grad():
+            assert not torch.equal(run(net, x, y), run(net, x, torch.tensor([1, 2, 0, 0])))

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from ganforge.engine.progress import Progress, duration
 from ganforge.engine import progress as prog
+from ganforge.engine.progress import Progress, duration
 
 
 class Clock:
