@@ -372,21 +372,11 @@ def _train(
             models.opt_g,
             models.opt_d,
         )
-    # The built-in hooks first, in this order: samples, checkpoint, evaluation.
-    hooks: list[Any] = [Checkpoints(cfg.train.checkpoint_every or length.sample_every)]
+    state.callbacks = _hooks(state, data, length, callbacks)
     if main:
-        real_points = None if data.is_image else data.x[: _grid_n(cfg) * 10].float()
-        hooks.insert(0, SampleGrids(cfg, device, real_points))
-        if cfg.train.report:  # report.html during training, rate-limited (report/html.py)
-            hooks.insert(1, LiveReport())
-        evaluator = TrainingEval.of(cfg, run_dir, device)  # eval.every
-        if evaluator is not None:
-            hooks.append(Evaluations(evaluator))
-        hooks += list(callbacks)
         write_status(
             run_dir, "running", total_steps=length.total, steps_per_epoch=length.steps_per_epoch
         )
-    state.callbacks = hooks
     recorder = Recorder(run_dir, main, progress, cfg.train.tensorboard, start, dist)
     state.recorder = recorder
     batches = Batches(cfg, data, length, b, dist)
@@ -440,18 +430,43 @@ def _train(
         state.fire("on_train_end")
         state.say(final_note(run_dir, length.total))  # which G drew final.png (ema.py)
         write_status(run_dir, "finished")
-    steps = length.total - start
-    last = recorder.last
+    return _summary(state, start, wall, recorder.last)
+
+
+def _hooks(
+    state: TrainState, data: TensorData, length: Length, callbacks: Sequence[Any]
+) -> list[Any]:
+    """The built-in hooks, in this order: samples, live report, checkpoint, evaluation; then
+    the caller's. Processes other than rank 0 only check and skip the checkpoint."""
+    cfg = state.cfg
+    hooks: list[Any] = [Checkpoints(cfg.train.checkpoint_every or length.sample_every)]
+    if not state.main:
+        return hooks
+    real_points = None if data.is_image else data.x[: _grid_n(cfg) * 10].float()
+    hooks.insert(0, SampleGrids(cfg, state.device, real_points))
+    if cfg.train.report:  # report.html during training, rate-limited (report/html.py)
+        hooks.insert(1, LiveReport())
+    evaluator = TrainingEval.of(cfg, state.run_dir, state.device)  # eval.every
+    if evaluator is not None:
+        hooks.append(Evaluations(evaluator))
+    return hooks + list(callbacks)
+
+
+def _summary(
+    state: TrainState, start: int, wall: float, last: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What ``train`` returns: steps, images, wall time, images/s, final losses, the models."""
+    total, b = state.total, state.batch
     return {
-        "run_dir": str(run_dir),
-        "steps": length.total,
-        "images": length.total * b,
+        "run_dir": str(state.run_dir),
+        "steps": total,
+        "images": total * b,
         "wall_s": round(wall, 2),
-        "img_s": round(steps * b / wall, 1) if wall > 0 else None,
+        "img_s": round((total - start) * b / wall, 1) if wall > 0 else None,
         "loss_d": last.get("loss_d") if last else None,
         "loss_g": last.get("loss_g") if last else None,
         "rollbacks": state.rollbacks,
-        "models": models,
+        "models": state.models,
     }
 
 
