@@ -43,8 +43,11 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
         allowed = [p for p in params if p not in fixed]
         unknown = sorted(set(args) - set(allowed))
         if unknown:
+            name = getattr(builder, "__qualname__", "the builder")
             raise ConfigError(
                 f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
+                f" ({name} takes them; the recipe's {key} may be for another net: clear them "
+                f"with --set {key}={{}})"
             )
     try:
         net = builder(**fixed, **args)
