@@ -11,6 +11,7 @@ and ``d(x, y)``; ``generate`` and ``judge`` call either kind.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -29,15 +30,42 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
     """Call a builder, turning an unknown or missing keyword into a ConfigError."""
     params = inspect.signature(builder).parameters
     allowed = [p for p in params if p not in fixed]
-    unknown = sorted(set(args) - set(allowed))
+    unknown = sorted(set(args) - set(allowed), key=str)
     if unknown:
         raise ConfigError(
             f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
         )
+    args = {name: _checked_arg(builder, key, name, value) for name, value in args.items()}
     try:
         return builder(**fixed, **args)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"{key}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+
+
+# Ranges of the builders' keyword arguments, by name (every int is a layer size or count).
+ARG_RANGES: dict[str, dict[str, float]] = {
+    "dropout": {"ge": 0, "lt": 1},
+    "bn_eps": {"gt": 0},
+    "slope": {"ge": 0, "le": 1},
+}
+MAX_SIZE = 4096  # widths, channels, units, depth: larger would not fit in memory anyway
+
+
+def _checked_arg(builder: Callable[..., nn.Module], key: str, name: str, value: Any) -> Any:
+    """One keyword argument coerced to the builder's annotation and checked against its range,
+    the way config fields are: a bad value is a one-line ConfigError before any layer is made."""
+    from ..config import _check, _coerce
+
+    hint = typing.get_type_hints(builder).get(name, Any)
+    value = _coerce(value, hint, f"{key}.{name}")
+    ints = [v for v in (value if isinstance(value, tuple) else (value,)) if type(v) is int]
+    if ints:
+        _check(tuple(ints), {"ge": 1, "le": MAX_SIZE}, f"{key}.{name}")
+    if name in ARG_RANGES:
+        _check(value, ARG_RANGES[name], f"{key}.{name}")
+    return value
 
 
 def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:
