@@ -328,7 +328,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import nets
     from .config import read_config
     from .data import data_shape
-    from .train.checkpoint import find_checkpoint, load_weights
+    from .train.checkpoint import find_checkpoint, load_network
     from .train.loop import mix_seed, resolve_device
     from .visual import render
 
@@ -343,7 +343,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
     ckpt = find_checkpoint(run_dir, prefer)
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
-    g.load_state_dict(load_weights(ckpt, "sampler", device))
+    load_network(ckpt, "sampler", g, device)
     g.eval()
     gen = torch.Generator().manual_seed(mix_seed(args.seed))
     z = nets.sample_noise(args.n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)

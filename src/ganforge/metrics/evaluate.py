@@ -230,7 +230,7 @@ def evaluate_run(
 ) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's ``best`` (else ``last``) generator; write and return metrics.json."""
     from ..config import read_config
-    from ..train.checkpoint import find_checkpoint, load_weights, verify
+    from ..train.checkpoint import find_checkpoint, load_network, verify
     from ..train.loop import resolve_device
 
     if not run_dir.is_dir():
@@ -240,7 +240,7 @@ def evaluate_run(
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(dev)
-    g.load_state_dict(load_weights(ckpt, "sampler", dev))
+    load_network(ckpt, "sampler", g, dev)
     counters = verify(ckpt)
     result = evaluate_generator(g, cfg, evaluation)
     result["protocol"]["checkpoint"] = {
