@@ -19,6 +19,7 @@ share of samples the evaluator assigns to the class G was asked for.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from .. import nets
 from ..config import Config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
+from ..report.runlog import read_log
 from . import classify, features, frechet, inception, points, precision_recall
 
 CLASSIFIER_METRICS = ("fd", "pr", "is", "coverage")
@@ -263,12 +265,10 @@ class TrainingEval:
         self.every = e.every
         self.evaluation = Evaluation(cfg, e.metrics, e.n, e.reference, e.seed, device)
         self.best: float | None = None
-        log = run_dir / "log.jsonl"  # a resumed run continues from the best logged so far
-        if log.exists():
-            for line in log.read_text().splitlines():
-                rec = json.loads(line) if line else {}
-                value = rec.get("eval", {}).get(self.evaluation.primary)
-                if value is not None and self.evaluation.better(value, self.best):
+        for rec in read_log(run_dir).evals:  # a resumed run continues from the best so far
+            value = rec["eval"].get(self.evaluation.primary)
+            if type(value) in (int, float) and math.isfinite(value):
+                if self.evaluation.better(value, self.best):
                     self.best = value
 
     @classmethod

@@ -137,16 +137,16 @@ def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Pat
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log records written after the checkpoint a run resumes from."""
+    from ..errors import GanforgeError
+    from ..report.runlog import log_lines
+
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut by a crash mid-write
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    try:  # lines that hold no record (cut by a crash, binary, wrong types) are dropped
+        keep = [line for line, rec in log_lines(path) if rec["step"] <= step]
+    except OSError as e:
+        raise GanforgeError(f"{path}: cannot read the run's log ({e.strerror})") from None
+    atomic_write_text(path, "".join(ln.decode() + "\n" for ln in keep))
 
 
 def _resume_point(
