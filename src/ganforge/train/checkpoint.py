@@ -363,8 +363,8 @@ def _check_optimizer(path: Path, net: str, opt: torch.optim.Optimizer) -> None:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return type(value).__name__
+    if isinstance(value, bool) or value is None:  # options such as fused: True, False or None
+        return "flag"
     if isinstance(value, (int, float)):
         return "number" if np.isfinite(value) else "non-finite"
     if isinstance(value, (list, tuple)):
