@@ -450,4 +450,11 @@ def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_reason(e)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
-    return load_config(base=raw, overrides=overrides)
+    try:
+        return load_config(base=raw, overrides=overrides)
+    except ConfigError as e:
+        try:  # a problem of the file itself (not of an override) names the file
+            load_config(base=raw)
+        except ConfigError:
+            raise ConfigError(f"{path}: {e}") from None
+        raise

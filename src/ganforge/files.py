@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from typing import Any
 
@@ -105,6 +106,17 @@ def load_yaml(text: str | bytes) -> Any:
         raise
     except (RecursionError, ValueError, TypeError, OverflowError) as e:
         raise yaml.YAMLError(f"{type(e).__name__}: {e}") from None
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (not a bool) that is finite as a float; a JSON
+    integer too large for a float (10**400) is not."""
+    if type(value) not in (int, float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def load_json(text: str | bytes) -> Any:

@@ -289,7 +289,9 @@ def read_svhn(path: Path) -> Pair:
         why = f"{type(e).__name__}: {e}".replace("\n", " ")[:200]
         raise DataError(f"{path}: cannot read the .mat file ({why})") from None
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
-    if x.dtype != np.uint8 or x.shape != (32, 32, 3, n) or len(y) != n:
+    if len(y) != n:
+        raise DataError(f"{path}: labels y hold {len(y)} values for {n} images")
+    if x.dtype != np.uint8 or x.shape != (32, 32, 3, n):
         raise DataError(f"{path}: X is {x.shape} {x.dtype}, expected (32, 32, 3, {n}) uint8")
     if not np.issubdtype(y.dtype, np.number) or not np.isin(y, np.arange(11)).all():
         raise DataError(f"{path}: labels y must be integers 1-10 (10 for the digit 0)")

@@ -19,7 +19,6 @@ share of samples the evaluator assigns to the class G was asked for.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +30,7 @@ from .. import nets
 from ..config import Config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
+from ..files import finite_number
 from ..report.runlog import read_log
 from . import classify, features, frechet, inception, points, precision_recall
 
@@ -267,7 +267,7 @@ class TrainingEval:
         self.best: float | None = None
         for rec in read_log(run_dir).evals:  # a resumed run continues from the best so far
             value = rec["eval"].get(self.evaluation.primary)
-            if type(value) in (int, float) and math.isfinite(value):
+            if finite_number(value):
                 if self.evaluation.better(value, self.best):
                     self.best = value
 

@@ -8,7 +8,6 @@ cheaply. ``status.json`` is written by the loop at start ("running") and end ("f
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import load_json
+from ..files import finite_number, load_json
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "unknown")
@@ -67,7 +66,7 @@ def parse_record(line: str | bytes) -> dict[str, Any] | None:
         elif key == "best":
             if isinstance(value, bool):
                 out[key] = value
-        elif type(value) in (int, float) and math.isfinite(value):
+        elif finite_number(value):
             out[key] = value
     return out
 
@@ -108,9 +107,8 @@ def numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(numbers(value, name + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                out[name] = float(value)
+        elif finite_number(value):
+            out[name] = float(value)
     return out
 
 

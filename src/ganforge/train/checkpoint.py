@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..files import load_json
+from ..files import finite_number, load_json
 from .step import Models
 
 FORMAT = 1
@@ -203,7 +203,7 @@ def _is_count(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and np.isfinite(value)
+    return finite_number(value)
 
 
 def check_state(path: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +366,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool) or value is None:  # options such as fused: True, False or None
         return "flag"
     if isinstance(value, (int, float)):
-        return "number" if np.isfinite(value) else "non-finite"
+        return "number" if finite_number(value) else "non-finite"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_kind(v) for v in value) + "]"
     return type(value).__name__
