@@ -85,7 +85,11 @@ def cli(argv: list[str], capsys, timeout: int = 60) -> tuple[int, str]:
     out = capsys.readouterr()
     text = out.out + out.err
     assert "Traceback" not in text
+    OUTPUT["last"] = text
     return code, out.err
+
+
+OUTPUT = {"last": ""}  # stdout and stderr of the last ``cli`` call (progress, warnings)
 
 
 def refused(code: int, err: str, *names: str) -> str:
@@ -140,7 +144,7 @@ def marker(tmp_path) -> Path:
     assert not m.exists(), "a pickle's code ran"
 
 
-RESUME = ["train", "--resume", "{run}", "-q", "--set", "train.iterations=25"]
+RESUME = ["train", "--resume", "{run}", "--set", "train.iterations=25"]  # not -q: warnings
 
 
 def argv_for(template: list[str], run: Path, tmp: Path) -> list[str]:
@@ -396,7 +400,7 @@ CHECKPOINT_DAMAGE = {
         lambda t: t.update({k: torch.zeros(7) for k in list(t) if k.endswith(".exp_avg")}),
     ),
     "state: odd key": _tensor_edit(
-        "state.safetensors", lambda t: t.update({"opt_g.x": t["rng.torch"]})
+        "state.safetensors", lambda t: t.update({"opt_g.x": t["rng.torch"].clone()})
     ),
     "state.json: a list": _json_edit("state.json", lambda d: [d]),
     "state.json: a string": _json_edit("state.json", lambda d: "state"),
@@ -460,7 +464,7 @@ def test_damaged_last_checkpoint(run, tmp_path, capsys, case):
     last = run / "checkpoints" / "last"
     CHECKPOINT_DAMAGE[case](last)
     reseal(last) if "manifest" not in case else None
-    for reader in ("sample", "evaluate"):
+    for reader in ("sample",) if case.startswith("state.json ") else ("sample", "evaluate"):
         before = digest(run)
         code, err = cli(argv_for(READERS[reader], run, tmp_path), capsys)
         if code != 0:
@@ -468,8 +472,8 @@ def test_damaged_last_checkpoint(run, tmp_path, capsys, case):
             assert digest(run) == before  # a refusal changes nothing
     code, err = cli(argv_for(RESUME, run, tmp_path), capsys)
     assert code == 0, err
-    if "skipping checkpoint" in err:  # fell back: the warning names the damaged checkpoint
-        assert f"warning: skipping checkpoint {last}" in err
+    if "skipping checkpoint" in OUTPUT["last"]:  # fell back: the warning names the checkpoint
+        assert f"warning: skipping checkpoint {last}" in OUTPUT["last"]
     assert json.loads((last / "state.json").read_text())["step"] == 25
 
 
@@ -480,8 +484,8 @@ def test_damaged_last_is_skipped_with_a_warning_and_previous_used(run, tmp_path,
     reseal(last) if "manifest" not in case else None
     code, err = cli(argv_for(RESUME, run, tmp_path), capsys)
     assert code == 0
-    assert f"warning: skipping checkpoint {last}" in err
-    assert "\n" not in err.split("warning: skipping checkpoint")[1].strip()
+    warning = OUTPUT["last"].split("warning: skipping checkpoint ")[1].splitlines()[0]
+    assert warning.startswith(str(last))
     state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
     assert state["step"] == 25  # went on from previous (16) to the end
 
@@ -490,7 +494,7 @@ def test_damaged_last_is_skipped_with_a_warning_and_previous_used(run, tmp_path,
 
 LOG_DAMAGE = {
     "binary line": b"\x00\xff\xfe\x80 garbage\n",
-    "time text": b'{"step": 4, "time": "abc", "img_s": "x", "loss_d": null}\n',
+    "time text": b'{"step": 10, "time": "abc", "img_s": "x", "loss_d": null}\n',
     "step text": b'{"step": "abc"}\n',
     "step negative": b'{"step": -5, "time": 1}\n',
     "step huge": b'{"step": ' + b"9" * 5000 + b"}\n",
@@ -560,6 +564,7 @@ def test_report_of_a_foreign_sample_png(run, tmp_path, capsys):
     samples = run / "samples"
     png = (samples / "epoch_0001.png").read_bytes()
     (samples / "epoch_0001.png").write_bytes(png[: len(png) // 2])
+    (samples / "epoch_0002.png").unlink()
     os.mkfifo(samples / "epoch_0002.png")
     (samples / "step_000099.png").write_bytes(png_claiming(40_000, 40_000))
     code, _ = cli(["report", run], capsys)
@@ -632,8 +637,8 @@ DATA_DAMAGE = {  # name: (recipe, build(folder) -> data path, words the message 
     ),
     "idx empty file": (
         "vanilla-fmnist",
-        lambda d: _write(_fresh_idx(d), "t10k-images-idx3-ubyte", b""),
-        ["t10k-images-idx3-ubyte", "magic"],
+        lambda d: _write(_fresh_idx(d), "train-images-idx3-ubyte", b""),
+        ["train-images-idx3-ubyte", "magic"],
     ),
     "idx truncated": (
         "vanilla-fmnist",
@@ -711,7 +716,7 @@ DATA_DAMAGE = {  # name: (recipe, build(folder) -> data path, words the message 
     "svhn labels text": (
         "dcgan-svhn",
         lambda d: _mat(d, {"X": np.zeros((32, 32, 3, 4), U8), "y": np.array(["abcd"])}),
-        ["labels y"],
+        ["y is"],
     ),
     "svhn not a mat": (
         "dcgan-svhn",

@@ -27,8 +27,10 @@ from .step import Models
 
 FORMAT = 1
 FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
+MAX_COUNT = 2**53  # steps, images: beyond any run, and exact as a JSON number everywhere
 COUNTERS = ("step", "epoch", "images", "rollbacks", "ema_updates")  # ints >= 0 in state.json
 # per-parameter state every optimizer step needs, by optimizer class (a missing one is damage)
+TRI_STATE = ("foreach", "fused", "capturable", "differentiable")  # None or a flag, by device
 REQUIRED_GROUP_KEYS = ("lr", "betas", "alpha", "eps", "weight_decay")  # where the optimizer has it
 OPTIMIZER_STATE = {"Adam": ("step", "exp_avg", "exp_avg_sq"), "RMSprop": ("step", "square_avg")}
 OPTIONAL = ("g_ema.safetensors",)  # present when the run keeps an EMA of G (model.ema)
@@ -199,7 +201,7 @@ def _json_object(path: Path, what: str) -> dict[str, Any]:
 
 
 def _is_count(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_COUNT
 
 
 def _is_number(value: Any) -> bool:
@@ -363,8 +365,8 @@ def _check_optimizer(path: Path, net: str, opt: torch.optim.Optimizer) -> None:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool) or value is None:  # options such as fused: True, False or None
-        return "flag"
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
     if isinstance(value, (int, float)):
         return "number" if finite_number(value) else "non-finite"
     if isinstance(value, (list, tuple)):
@@ -388,7 +390,8 @@ def _check_groups(path: Path, net: str, opt: torch.optim.Optimizer, groups: list
                         f"{where}: {key} is missing; damaged, or the optimizer was changed"
                     )
                 continue
-            if _kind(saved[key]) != _kind(value):
+            kinds = {_kind(saved[key]), _kind(value)}
+            if len(kinds) > 1 and not (key in TRI_STATE and kinds <= {"bool", "NoneType"}):
                 raise CheckpointError(
                     f"{where}: {key} is {str(saved[key])[:30]!r}, expected a value like "
                     f"{value!r}; the checkpoint is damaged"
