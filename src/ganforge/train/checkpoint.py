@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -30,6 +31,15 @@ FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
 MAX_COUNT = 2**53  # steps, images: beyond any run, and exact as a JSON number everywhere
 COUNTERS = ("step", "epoch", "images", "rollbacks", "ema_updates")  # ints >= 0 in state.json
 # per-parameter state every optimizer step needs, by optimizer class (a missing one is damage)
+# the optimizers' own ranges (torch checks them when an optimizer is made, not when loaded)
+GROUP_RANGES = {
+    "lr": (0, math.inf),
+    "eps": (0, math.inf),
+    "weight_decay": (0, math.inf),
+    "alpha": (0, math.inf),
+    "momentum": (0, math.inf),
+    "betas": (0, 1),
+}
 TRI_STATE = ("foreach", "fused", "capturable", "differentiable")  # None or a flag, by device
 REQUIRED_GROUP_KEYS = ("lr", "betas", "alpha", "eps", "weight_decay")  # where the optimizer has it
 OPTIMIZER_STATE = {"Adam": ("step", "exp_avg", "exp_avg_sq"), "RMSprop": ("step", "square_avg")}
@@ -395,6 +405,13 @@ def _check_groups(path: Path, net: str, opt: torch.optim.Optimizer, groups: list
                 raise CheckpointError(
                     f"{where}: {key} is {str(saved[key])[:30]!r}, expected a value like "
                     f"{value!r}; the checkpoint is damaged"
+                )
+            numbers = saved[key] if isinstance(saved[key], list) else [saved[key]]
+            low, high = GROUP_RANGES.get(key, (-math.inf, math.inf))
+            if not all(isinstance(v, bool) or low <= v < high for v in numbers if _is_number(v)):
+                raise CheckpointError(
+                    f"{where}: {key} is {str(saved[key])[:30]}, outside [{low}, {high}); "
+                    "the checkpoint is damaged"
                 )
 
 
