@@ -123,7 +123,7 @@ class TrainConfig:
     augment: tuple[str, ...] = _f((), choices=AUGMENTS)  # DiffAugment on D's real and fake
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
-    grid: tuple[int, int] = _f((8, 8), gt=0, le=64)  # rows, columns of the fixed-noise samples
+    grid: tuple[int, int] = _f((8, 8), gt=0, le=100)  # rows, columns of the fixed-noise samples
     checkpoint_every: int | None = _f(None, gt=0)  # steps between checkpoints; None = samples'
     rollback: int = _f(0, ge=0, le=3)  # on divergence, retry from the last checkpoint at half
     # the learning rate, at most this many times (0 = stop with an error at once)
