@@ -49,6 +49,7 @@ ARG_RANGES: dict[str, dict[str, float]] = {
     "dropout": {"ge": 0, "lt": 1},
     "bn_eps": {"gt": 0},
     "slope": {"ge": 0, "le": 1},
+    "embed_dim": {"ge": 0, "le": 4096},  # 0: no label embedding concatenated to z
 }
 MAX_SIZE = 4096  # widths, channels, units, depth: larger would not fit in memory anyway
 
@@ -61,10 +62,10 @@ def _checked_arg(builder: Callable[..., nn.Module], key: str, name: str, value: 
     hint = typing.get_type_hints(builder).get(name, Any)
     value = _coerce(value, hint, f"{key}.{name}")
     ints = [v for v in (value if isinstance(value, tuple) else (value,)) if type(v) is int]
-    if ints:
-        _check(tuple(ints), {"ge": 1, "le": MAX_SIZE}, f"{key}.{name}")
     if name in ARG_RANGES:
         _check(value, ARG_RANGES[name], f"{key}.{name}")
+    elif ints:
+        _check(tuple(ints), {"ge": 1, "le": MAX_SIZE}, f"{key}.{name}")
     return value
 
 
