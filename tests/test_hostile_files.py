@@ -223,9 +223,14 @@ def test_torch_load_anywhere_in_the_process_is_weights_only(tmp_path, marker):
 def test_inception_weights_of_plain_tensors_pass_the_check(tmp_path):
     from ganforge.metrics.inception import check_weights
 
-    path = tmp_path / "w.pth"
-    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
-    assert check_weights(path) == path
+    path, legacy = tmp_path / "w.pth", tmp_path / "legacy.pth"
+    state = {"fc.weight": torch.zeros(2, 2)}
+    torch.save(state, path)
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)  # torch < 1.6 files
+    for p in (path, legacy):
+        assert check_weights(p) == p
+        loaded = torch.load(p, weights_only=False)  # as torch-fidelity loads it, forced safe
+        assert torch.equal(loaded["fc.weight"], state["fc.weight"])
 
 
 def test_folder_inputs_never_reach_torch_fidelity_registered_names(tmp_path, monkeypatch):
