@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .. import runfiles
 from ..errors import CheckpointError
 from .step import Models
 
@@ -52,13 +53,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file via a synced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a small text file via a synced temporary file and a rename (``runfiles``)."""
+    runfiles.atomic_write_text(path, text)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -93,7 +89,8 @@ def _split_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dic
                 tensors[f"{prefix}.{idx}.{k}"] = v
             else:
                 scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    meta = {"kind": type(opt).__name__, "param_groups": sd["param_groups"], "scalars": scalars}
+    return tensors, meta
 
 
 def _join_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
@@ -145,15 +142,15 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / "manifest.json")
         _fsync_dir(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
+        runfiles.remove_tree(old)
+        if final.exists() or final.is_symlink():
+            os.replace(final, old)  # renames a symlink itself, never what it points to
         os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
-        if tag == "last" and old.exists():  # the one before stays as a fallback for resume
-            shutil.rmtree(ckpt_dir / "previous", ignore_errors=True)
+        if tag == "last" and sound(old):  # the one before stays as a fallback for resume
+            runfiles.remove_tree(ckpt_dir / "previous")
             os.replace(old, ckpt_dir / "previous")
-        shutil.rmtree(old, ignore_errors=True)
+        runfiles.remove_tree(old)  # an odd or damaged one never replaces a good `previous`
     except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or e
@@ -176,6 +173,38 @@ def clean_leftovers(ckpt_dir: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:  # crashed between the two renames: the old one is the good one
             os.replace(old, final)
+
+
+class CheckpointMismatch(CheckpointError):
+    """A sound checkpoint that does not fit the networks or optimizers built from the config
+    (a changed z_dim, spectral norm, optimizer or data shape). Unlike a damaged checkpoint it
+    is never skipped for an older one or for step 0: the resume is refused."""
+
+
+def odd(path: Path) -> str | None:
+    """Why ``path`` (a checkpoint tag) is not a plain checkpoint folder, or None.
+
+    A symbolic link, a file or anything else in place of a folder is never read, rotated into
+    ``previous`` or deleted through: ganforge only moves its own folders.
+    """
+    if path.is_symlink():
+        return f"is a symbolic link (to {os.readlink(path)}), not a checkpoint folder"
+    if path.exists() and not path.is_dir():
+        return "is not a folder"
+    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+        return "cannot be read (permissions)"
+    return None
+
+
+def sound(path: Path) -> bool:
+    """Whether ``path`` is a real checkpoint folder that passes its manifest check."""
+    if odd(path) is not None or not path.is_dir():
+        return False
+    try:
+        verify(path)
+    except (CheckpointError, OSError, ValueError):
+        return False
+    return True
 
 
 def verify(path: Path) -> dict[str, Any]:
@@ -225,13 +254,101 @@ def _match_layouts(opt: torch.optim.Optimizer) -> None:
                     st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _compare(label: str, saved: dict[str, torch.Tensor], model: torch.nn.Module) -> str | None:
+    """The first difference between a saved state dict and a freshly built ``model``."""
+    want = model.state_dict()
+    missing = sorted(set(want) - set(saved))
+    extra = sorted(set(saved) - set(want))
+    if missing:
+        return f"{label} has no tensor '{missing[0]}' that this config's {label} needs"
+    if extra:
+        return f"{label} tensor '{extra[0]}' is not in this config's {label}"
+    for k, v in want.items():
+        if tuple(saved[k].shape) != tuple(v.shape):
+            return (
+                f"{label} tensor '{k}' is {_shape(tuple(saved[k].shape))} in the checkpoint, "
+                f"{_shape(tuple(v.shape))} with this config"
+            )
+        if saved[k].dtype != v.dtype:
+            return f"{label} tensor '{k}' is {saved[k].dtype} in the checkpoint, {v.dtype} now"
+    return None
+
+
+def _optimizer_kind(meta: dict[str, Any]) -> str:
+    """The optimizer class a checkpoint was saved from (older checkpoints: from its
+    hyperparameters: RMSprop has ``alpha``, Adam ``betas``)."""
+    if isinstance(meta.get("kind"), str):
+        return meta["kind"]
+    groups = meta.get("param_groups") or [{}]
+    return "RMSprop" if "alpha" in groups[0] else "Adam" if "betas" in groups[0] else "?"
+
+
+def _compare_optimizer(
+    label: str, key: str, meta: dict[str, Any], tensors: dict, opt: torch.optim.Optimizer
+) -> str | None:
+    kind, now = _optimizer_kind(meta), type(opt).__name__
+    if kind != now:
+        return f"{label} optimizer is {kind} in the checkpoint, {now} with this config ({key})"
+    params = [p for group in opt.param_groups for p in group["params"]]
+    groups = meta.get("param_groups") or []
+    saved_n = sum(len(g.get("params", [])) for g in groups)
+    if len(groups) != len(opt.param_groups) or saved_n != len(params):
+        return f"{label} optimizer holds {saved_n} parameters in the checkpoint, {len(params)} now"
+    prefix = "opt_g." if label == "G" else "opt_d."
+    for name, t in tensors.items():
+        if not name.startswith(prefix):
+            continue
+        idx, k = name[len(prefix) :].split(".", 1)
+        p = params[int(idx)] if idx.isdigit() and int(idx) < len(params) else None
+        if p is None or (t.dim() > 0 and tuple(t.shape) != tuple(p.shape)):
+            return f"{label} optimizer state '{idx}.{k}' does not fit this config's parameters"
+    return None
+
+
+def check_compatible(
+    path: Path,
+    models: Models,
+    nets: dict[str, dict[str, torch.Tensor]],
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> None:
+    """Raise ``CheckpointMismatch`` naming the first tensor (name, shape, dtype) or optimizer
+    of checkpoint ``path`` that differs from the freshly built ``models``."""
+    problem = _compare("G", nets["g"], models.g) or _compare("D", nets["d"], models.d)
+    if problem is None and models.g_ema is not None and "g_ema" in nets:
+        problem = _compare("the EMA of G", nets["g_ema"], models.g_ema.module)
+    optim = meta.get("optim") if isinstance(meta.get("optim"), dict) else {}
+    for net, opt in (("g", models.opt_g), ("d", models.opt_d)):
+        if problem is None and isinstance(optim.get(net), dict):
+            key = f"optim.{net}.name"
+            problem = _compare_optimizer(net.upper(), key, optim[net], state, opt)
+    if problem is not None:
+        raise CheckpointMismatch(f"{path}: does not match this config: {problem}")
+
+
 def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
-    """Restore networks, optimizers and RNG states; return the counters of state.json."""
+    """Restore networks, optimizers and RNG states; return the counters of state.json.
+
+    A checkpoint that cannot be read is damaged (``CheckpointError``); one that reads but
+    does not fit ``models`` raises ``CheckpointMismatch`` before anything is loaded.
+    """
     meta = verify(path)
+    names = ["g", "d"] + (["g_ema"] if (path / "g_ema.safetensors").exists() else [])
     try:
-        models.g.load_state_dict(load_file(path / "g.safetensors", device=str(device)))
-        models.d.load_state_dict(load_file(path / "d.safetensors", device=str(device)))
+        nets = {n: load_file(path / f"{n}.safetensors", device=str(device)) for n in names}
         state = load_file(path / "state.safetensors", device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read its tensors ({type(e).__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("optim"), dict):
+        raise CheckpointError(f"{path}: state.json is damaged (no optimizer state)")
+    check_compatible(path, models, nets, state, meta)
+    try:
+        models.g.load_state_dict(nets["g"])
+        models.d.load_state_dict(nets["d"])
         opt = meta["optim"]
         models.opt_g.load_state_dict(_join_optimizer("opt_g", state, opt["g"]))
         models.opt_d.load_state_dict(_join_optimizer("opt_d", state, opt["d"]))
@@ -239,13 +356,12 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         _match_layouts(models.opt_d)
         if models.g_ema is not None:  # a run that had no EMA yet starts one from G
             models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
-            ema_path = path / "g_ema.safetensors"
-            if ema_path.exists():
-                models.g_ema.module.load_state_dict(load_file(ema_path, device=str(device)))
-    except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
+            if "g_ema" in nets:
+                models.g_ema.module.load_state_dict(nets["g_ema"])
+    except (SafetensorError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
         raise CheckpointError(
-            f"{path}: does not match this recipe's networks ({type(e).__name__}); "
-            "resume with the run's own config"
+            f"{path}: is damaged: its optimizer or network state cannot be loaded "
+            f"({type(e).__name__})"
         ) from None
     torch.set_rng_state(state["rng.torch"])
     if "rng" in meta:
@@ -270,6 +386,11 @@ def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
             problems.append(str(e))
     if problems:
         raise CheckpointError("; ".join(problems))
+    if (run_dir / "config.yaml").exists():  # a run stopped before its first checkpoint
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint yet under checkpoints/ ({'/'.join(prefer)}); the run "
+            f"stopped before its first one: continue it with 'ganforge train --resume {run_dir}'"
+        )
     raise CheckpointError(
         f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}); "
         "train first with 'ganforge train --out DIR'"

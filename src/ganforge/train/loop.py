@@ -24,17 +24,19 @@ from .. import distributed, nets
 from ..config import Config, save_config
 from ..data import TensorData, load_data
 from ..distributed import Dist
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..metrics.evaluate import TrainingEval
 from ..report.html import report_after_training
 from ..report.runlog import status_of_exception, write_status
+from ..runfiles import AppendLog, check_run_dir
 from ..summary import summarize
 from ..tb import TensorBoard
 from ..visual import render
-from .checkpoint import atomic_write_text, clean_leftovers, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, clean_leftovers, save_checkpoint
 from .guard import Diverged, Preempted, RunLock, StopSignals, check_losses, check_parameters
 from .optim import make_optimizer
 from .progress import Progress
+from .resume import check_length, complete_summary, reinitialise, resume_point
 from .step import Models, check_techniques, make_ema, set_threads, train_step
 
 # Independent random streams derived from the one seed.
@@ -131,7 +133,7 @@ def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Pat
         + "\n"
         + summarize(models.d, x, f"Discriminator '{cfg.model.d}'")
     )
-    path.write_text(text)
+    atomic_write_text(path, text)
     return text
 
 
@@ -150,22 +152,11 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _resume_point(
-    run_dir: Path, models: Models, device: torch.device, say, clean: bool = True
+    run_dir: Path, models: Models, device: torch.device, say, clean: bool = True, cfg=None
 ) -> dict[str, Any]:
-    """Load the newest good checkpoint (last, else previous); counters of step 0 if none."""
-    ckpt_dir = run_dir / "checkpoints"
-    if clean:  # under torchrun only rank 0 touches the run directory
-        clean_leftovers(ckpt_dir)
-    for tag in ("last", "previous"):
-        path = ckpt_dir / tag
-        if not path.exists():
-            continue
-        try:
-            return load_checkpoint(path, models, device)
-        except CheckpointError as e:
-            say(f"warning: skipping checkpoint {path}: {e}")
-    say(f"warning: {run_dir} has no usable checkpoint; starting from step 0")
-    return {"step": 0}
+    """Load the newest good checkpoint (last, else previous); counters of step 0 if none;
+    a checkpoint that does not fit the config is refused (train/resume.py)."""
+    return resume_point(run_dir, models, device, say, clean, cfg)
 
 
 def _scale_lr(models: Models, factor: float) -> None:
@@ -192,6 +183,7 @@ def train(
     stopped answering raises ``PeerLost`` (one line, exit code 4) instead of the backend's
     traceback. Returns a summary: steps, images, wall time, images/s, final losses.
     """
+    check_run_dir(run_dir, resume)  # one line before any work: a file, /proc, read-only
     # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
     dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     try:
@@ -266,7 +258,10 @@ def _train(
             if main:
                 clean_leftovers(ckpt_dir)
             dist.barrier()
-        counters = _resume_point(run_dir, models, device, progress.message, not dist.active)
+        counters = _resume_point(run_dir, models, device, progress.message, not dist.active, cfg)
+        if check_length(run_dir, counters["step"], length.total):  # raises past the end
+            progress.message(f"{run_dir} is already complete at step {counters['step']}")
+            return complete_summary(run_dir, counters)
         if main:
             _truncate_log(run_dir / "log.jsonl", counters["step"])
     # `models` keeps the plain modules (checkpoints, samples); the step sees DDP wrappers.
@@ -319,7 +314,7 @@ def _train(
         )
     evaluator = TrainingEval.of(cfg, run_dir, device) if main else None  # eval.every
     log_path = run_dir / "log.jsonl" if main else Path(os.devnull)
-    log = open(log_path, "a")
+    log = AppendLog(log_path)  # whole lines only: a full disk never cuts an earlier one
     agreed_stop = False  # under torchrun: a stop request agreed by all ranks
     budget = cfg.train.max_seconds  # seconds of training in this session (single process)
 
@@ -380,6 +375,8 @@ def _train(
                     raise
                 rollbacks += 1
                 counters = _resume_point(run_dir, models, device, progress.message, main)
+                if "format" not in counters:  # no checkpoint yet: the seed's initial weights
+                    reinitialise(models, build_models(cfg, data.shape, device))
                 _scale_lr(models, 0.5)
                 progress.message(
                     f"{e}; rollback {rollbacks}/{cfg.train.rollback} to step "
@@ -388,7 +385,7 @@ def _train(
                 log.close()
                 if main:
                     _truncate_log(run_dir / "log.jsonl", counters["step"])
-                log = open(log_path, "a")
+                log = AppendLog(log_path)
                 step, order_epoch, sums, counts, window_steps = counters["step"], -1, {}, {}, 0
                 continue
             for k, v in out.items():
