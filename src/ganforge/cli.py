@@ -328,9 +328,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import nets
     from .config import read_config
     from .data import data_shape
+    from .runfiles import check_output_file
     from .train.checkpoint import find_checkpoint, load_weights
     from .train.loop import mix_seed, resolve_device
-    from .visual import render
+    from .visual import check_output, render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
@@ -338,6 +339,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
+    out = Path(args.output)  # its format and folder are checked before any work
+    check_output(out, len(data_shape(cfg.data)) == 1)
+    check_output_file(out, f"-o {out}")
     y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     device = resolve_device(args.device)
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
@@ -349,7 +353,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     z = nets.sample_noise(args.n, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu").to(device)
     with torch.no_grad():
         fake = nets.generate(g, z, None if y is None else y.to(device))
-    out = Path(args.output)
     render(fake, out, (math.ceil(args.n / cols), cols), cfg.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
     print(f"wrote {args.n} samples{of} from {ckpt} to {out}")

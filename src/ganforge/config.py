@@ -370,9 +370,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    from .runfiles import atomic_write_text  # synced and renamed: a full disk keeps the old one
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:

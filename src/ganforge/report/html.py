@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from ..errors import GanforgeError
+from ..runfiles import atomic_write_text, check_writable
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
 from .runlog import (
@@ -293,10 +294,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     out = Path(out) if out else run_dir / REPORT
+    check_writable(out.parent, f"report {run_dir}", "make the run directory writable")
     page = build_page(run_dir, out.parent)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, page)  # a full disk keeps the previous report
     return out
 
 

@@ -4,10 +4,12 @@ stop at the first non-finite number.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -25,15 +27,53 @@ class Diverged(GanforgeError):
 
 
 class Preempted(GanforgeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written before stopping."""
+    """SIGTERM, SIGINT or SIGHUP arrived; a checkpoint was written before stopping.
 
-    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+    ``during`` names a phase that was cut short (data loading, an evaluation, the report);
+    ``saved`` is False when there was nothing to save yet (the data was still loading), and
+    ``complete`` True when the run had already finished (the report was being written).
+    """
+
+    def __init__(
+        self,
+        signum: int,
+        step: int | None,
+        run_dir: Path,
+        during: str = "",
+        saved: bool = True,
+        complete: bool = False,
+    ) -> None:
         name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} after step {step}; checkpoint saved; continue with "
-            f"'ganforge train --resume {run_dir}'"
-        )
-        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report
+        during = f" {during}" if during else ""
+        if complete:
+            text = (
+                f"stopped by {name}{during}; the run is complete (step {step}, checkpoint "
+                f"saved); write its report with 'ganforge report {run_dir}'"
+            )
+        elif not saved:
+            again = (
+                f"continue with 'ganforge train --resume {run_dir}'"
+                if (run_dir / "config.yaml").exists()
+                else "start the same command again to train"
+            )
+            text = f"stopped by {name}{during}, before any training step; nothing to save; {again}"
+        else:
+            text = (
+                f"stopped by {name}{during} after step {step}; checkpoint saved; continue with "
+                f"'ganforge train --resume {run_dir}'"
+            )
+        super().__init__(text)
+        self.exit_code = 128 + signum  # 143 SIGTERM, 130 SIGINT, 129 SIGHUP, as shells report
+
+
+class StopNow(BaseException):
+    """Raised by the signal handler inside ``StopSignals.immediate()``: a phase that cannot
+    wait for the end of a training step (loading data, an evaluation, the report) ends at
+    once. A BaseException, so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class RunLock:
@@ -75,7 +115,10 @@ class RunLock:
 
 
 class StopSignals:
-    """Turn SIGTERM / SIGINT into a request the loop honours after the current step.
+    """Turn SIGTERM / SIGINT / SIGHUP into a request the loop honours after the current step.
+
+    SIGHUP is what a closed terminal (a dropped SSH session) sends: the same clean stop.
+    Inside ``immediate()`` (long phases without steps) the request raises ``StopNow`` at once.
 
     A second signal of the same kind while stopping falls back to the previous handler's
     behaviour, so a stuck run can still be interrupted; one of the other kind does not: a
@@ -83,11 +126,12 @@ class StopSignals:
     the workers must still save their checkpoint. Previous handlers are restored on exit.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._immediate = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signum:  # asked twice: stop now
@@ -97,6 +141,9 @@ class StopSignals:
             raise KeyboardInterrupt
         if self.signum is None:  # the first signal names the stop
             self.signum = signum
+        if self._immediate:
+            self._immediate = False  # raised once; the phase's clean-up runs undisturbed
+            raise StopNow(self.signum)
 
     def __enter__(self) -> StopSignals:
         import threading
@@ -114,6 +161,46 @@ class StopSignals:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    @contextlib.contextmanager
+    def immediate(self, enabled: bool = True) -> Iterator[None]:
+        """Within this block a stop request raises ``StopNow`` at once (also one that came
+        before the block began) instead of waiting for the end of a step."""
+        if not enabled:
+            yield
+            return
+        if self.signum is not None:
+            raise StopNow(self.signum)
+        self._immediate = True
+        try:
+            yield
+        finally:
+            self._immediate = False
+
+    @contextlib.contextmanager
+    def phase(
+        self,
+        during: str,
+        step: int | None,
+        run_dir: Path,
+        on_stop: Callable[[], None] | None = None,
+        enabled: bool = True,
+        saved: bool = True,
+        complete: bool = False,
+    ) -> Iterator[None]:
+        """A long phase a signal cuts short: ``on_stop`` (e.g. save a checkpoint) runs, then
+        ``Preempted`` (one line, exit code 128 + the signal) names the phase.
+
+        ``enabled`` False (under torchrun, where ranks must agree on a stop) leaves the
+        request to the loop's next step.
+        """
+        try:
+            with self.immediate(enabled):
+                yield
+        except StopNow as e:
+            if on_stop is not None:
+                on_stop()
+            raise Preempted(e.signum, step, run_dir, during, saved, complete) from None
 
 
 def check_losses(out: dict[str, torch.Tensor], step: int) -> None:

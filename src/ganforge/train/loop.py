@@ -8,6 +8,7 @@ checkpoint sees the same batches and noise as one that never stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -187,10 +188,11 @@ def train(
     # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
     dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     try:
-        with RunLock(run_dir) if dist.main else contextlib.nullcontext():
+        with RunLock(run_dir) if dist.main else contextlib.nullcontext(), StopSignals() as stop:
             device = dist_device or resolve_device(cfg.train.device)
             set_threads(cfg, device)  # train.threads (CPU)
-            data = (data or load_data(cfg.data)).to(device)
+            with stop.phase("while loading the data", None, run_dir, saved=False):
+                data = (data or load_data(cfg.data)).to(device)
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
             check_labels(cfg, data)
@@ -199,10 +201,9 @@ def train(
                     "train.max_seconds is for single-process runs; set train.iterations instead"
                 )
             length = Length.of(cfg, len(data), batch)
-            with StopSignals() as stop:
-                return _train(
-                    cfg, run_dir, resume, verbose and dist.main, data, length, device, stop, dist
-                )
+            return _train(
+                cfg, run_dir, resume, verbose and dist.main, data, length, device, stop, dist
+            )
     except RuntimeError as exc:  # a collective failed: another process died or hung?
         lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
         if lost is None:
@@ -312,7 +313,9 @@ def _train(
         write_status(
             run_dir, "running", total_steps=length.total, steps_per_epoch=length.steps_per_epoch
         )
-    evaluator = TrainingEval.of(cfg, run_dir, device) if main else None  # eval.every
+    preparing = "while preparing the evaluation"
+    with stop.phase(preparing, start, run_dir, enabled=not dist.active, saved=start > 0):
+        evaluator = TrainingEval.of(cfg, run_dir, device) if main else None  # eval.every
     log_path = run_dir / "log.jsonl" if main else Path(os.devnull)
     log = AppendLog(log_path)  # whole lines only: a full disk never cuts an earlier one
     agreed_stop = False  # under torchrun: a stop request agreed by all ranks
@@ -423,7 +426,9 @@ def _train(
 
             if evaluator is not None and evaluator.due(done, length.total):  # eval.every
                 ev_counters = {"step": done, "epoch": epoch + 1, "images": done * b}
-                rec = evaluator.run(models, ckpt_dir, ev_counters)  # also saves "best"
+                save_now = functools.partial(checkpoint, done, epoch + 1)  # a signal: stop now
+                with stop.phase("during the evaluation", done, run_dir, save_now, not dist.active):
+                    rec = evaluator.run(models, ckpt_dir, ev_counters)  # also saves "best"
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 progress.message(evaluator.describe(rec))
@@ -445,7 +450,8 @@ def _train(
         save_samples(models.sampler(), z_fixed, final, cfg, real_ref, "final", y_fixed)
         write_status(run_dir, "finished")
         if cfg.train.report:
-            report_after_training(run_dir, progress.message)
+            with stop.phase("while writing the report", length.total, run_dir, complete=True):
+                report_after_training(run_dir, progress.message)
     steps = length.total - start
     return {
         "run_dir": str(run_dir),
