@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, metavar="N", help="random seed (sets train.seed)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets train.device")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out DIR holding a run: move that run aside (DIR.replaced-<time>, still "
+        "resumable there) and start a fresh one in DIR",
+    )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.add_argument(
         "--tensorboard",
@@ -173,6 +179,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _new_run_dir(recipe: str) -> Path:
+    from .runfiles import safe_run_name
+
+    recipe = safe_run_name(recipe)  # --set recipe=/abs/path names a folder, never a path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{recipe}-{stamp}"
     i = 1
@@ -199,8 +208,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _launch_torchrun(args)
 
     if args.resume:
-        if args.recipe or args.out:
-            raise GanforgeError("--resume continues a run in place; drop --recipe and --out")
+        if args.recipe or args.out or args.overwrite:
+            raise GanforgeError(
+                "--resume continues a run in place; drop --recipe, --out and --overwrite"
+            )
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise GanforgeError(f"--resume {run_dir}: no such run directory")
@@ -212,14 +223,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "under torchrun give --out DIR: every process must name the same run directory"
             )
         run_dir = Path(args.out) if args.out else _new_run_dir(cfg.recipe)
-        if (run_dir / "config.yaml").exists():
+        if (run_dir / "config.yaml").exists() and args.overwrite:
+            from .runfiles import set_aside
+
+            moved = set_aside(run_dir)
+            print(f"ganforge: moved the run in {run_dir} to {moved} (resumable there)")
+        elif (run_dir / "config.yaml").exists():
             raise GanforgeError(
-                f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --out"
+                f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
+                "choose another --out, or add --overwrite to move that run aside"
             )
     result = train(cfg, run_dir, resume=bool(args.resume), verbose=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 speaks for the job
+    if result.get("complete"):  # resumed at its end: nothing trained, nothing written
+        print(f"{run_dir} is already complete at step {result['steps']:,}; nothing to do "
+              "(to train longer: --resume with --set train.iterations=N)")  # fmt: skip
+        return 0
     print(
         f"done: {result['steps']:,} steps, {result['images']:,} images in "
         f"{result['wall_s']:.1f} s ({result['img_s']:,.0f} img/s); run directory: {run_dir}"
@@ -340,8 +360,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
     out = Path(args.output)  # its format and folder are checked before any work
-    check_output(out, len(data_shape(cfg.data)) == 1)
     check_output_file(out, f"-o {out}")
+    check_output(out, len(data_shape(cfg.data)) == 1)
     y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     device = resolve_device(args.device)
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")

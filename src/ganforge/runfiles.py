@@ -36,6 +36,9 @@ class WriteError(OSError, GanforgeError):
     run is already failing) keeps doing so, while the CLI prints it as one line.
     """
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def _reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
@@ -217,6 +220,10 @@ def set_aside(run_dir: Path) -> Path:
     """
     import fcntl
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would move it
+        raise GanforgeError(
+            "--overwrite is for single-process runs; move the old run away first, then --nproc"
+        )
     lock = run_dir / ".lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644) if run_dir.is_dir() else None
     try:

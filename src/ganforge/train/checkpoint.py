@@ -388,8 +388,8 @@ def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
         raise CheckpointError("; ".join(problems))
     if (run_dir / "config.yaml").exists():  # a run stopped before its first checkpoint
         raise CheckpointError(
-            f"{run_dir}: no checkpoint yet under checkpoints/ ({'/'.join(prefer)}); the run "
-            f"stopped before its first one: continue it with 'ganforge train --resume {run_dir}'"
+            f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}): the run "
+            f"stopped before its first one; continue it with 'ganforge train --resume {run_dir}'"
         )
     raise CheckpointError(
         f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}); "

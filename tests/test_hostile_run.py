@@ -1,0 +1,576 @@
+"""Hostile runs: what a careless user, a full disk or a signal does to a run directory.
+
+Every refusal case makes the same three assertions: the exit code, one line on stderr and no
+traceback, and the run directory byte-identical before and after (every file hashed, symlinks
+by target). The cases are examples of their class; each class is a table to extend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ganforge.cli import main
+from ganforge.metrics import evaluate
+from ganforge.report import html
+from ganforge.runfiles import AppendLog, WriteError, atomic_write, atomic_write_text
+from ganforge.train import checkpoint as ckpt
+from ganforge.train import loop
+
+from runhelpers import gaussian_config, image_run
+
+FAST = ["train.report=false", "train.threads=1"]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root``: files by SHA-256, symlinks by target, folders by name."""
+    out = {}
+    if not root.exists():
+        return out
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``ganforge ARGV`` in this process; an exception escaping ``main`` is a traceback."""
+    try:
+        code = main(argv)
+    except BaseException as e:  # noqa: BLE001 - any escape is what the test is looking for
+        out, err = capsys.readouterr()
+        pytest.fail(f"{argv}: traceback {type(e).__name__}: {e}\n{err}")
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(argv: list[str], run: Path, capsys, code: int = 2, match: str = "") -> str:
+    """The three assertions: exit code, one error line and no traceback, nothing changed."""
+    before = snapshot(run)
+    got, out, err = run_cli(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got == code, f"{argv}: exit {got}, stderr: {err}"
+    assert "Traceback" not in out + err
+    assert len(lines) == 1 and lines[0].startswith("ganforge: "), err
+    assert match in lines[0], lines[0]
+    assert snapshot(run) == before, f"{argv} changed the run directory"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A finished gaussian-2d run: 24 steps, checkpoints at 8 (gone), 16 (previous), 24 (last)."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    loop.train(gaussian_config(*FAST), run, verbose=False)
+    return run
+
+
+@pytest.fixture
+def run(base, tmp_path) -> Path:
+    """A private copy of the finished run."""
+    dst = tmp_path / "run"
+    shutil.copytree(base, dst, symlinks=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def image_base(tmp_path_factory) -> Path:
+    return image_run(tmp_path_factory.mktemp("img") / "run", *FAST)
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """``path`` read-only even for root: a read-only bind mount (else chattr +i, else skip)."""
+    r = subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True)
+    if r.returncode == 0:
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+        return
+    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("no way to make a folder read-only for this user here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+# ---------------------------------------------------------------- class 1: a resume that
+# does not fit the checkpoint (networks, optimizers, data shape) is refused, nothing written
+
+MISMATCH = {
+    "z_dim": (["model.z_dim=3"], "G tensor"),
+    "spectral_norm": (["model.spectral_norm=true"], "spectral_norm"),
+    "optimizer_g": (["optim.g.name=rmsprop"], "optimizer is Adam in the checkpoint"),
+    "optimizer_d": (["optim.d.name=rmsprop"], "D optimizer"),
+    "d_widths": (["model.d_args.widths=[7,3]"], "D tensor"),
+    "g_net": (["model.g=mlp"], "G "),
+    "pack": (["model.pack=2"], "model.pack 1 -> 2"),
+    "no_labels": (["model.num_classes=3"], "has no labels"),
+    "mismatch_and_longer": (["model.z_dim=4", "train.iterations=40"], "model.z_dim 2 -> 4"),
+}
+
+
+@pytest.mark.parametrize("sets, match", MISMATCH.values(), ids=MISMATCH.keys())
+def test_resume_that_does_not_fit_is_refused(run, capsys, sets, match):
+    argv = ["train", "--resume", str(run), "-q"]
+    for s in sets:
+        argv += ["--set", s]
+    line = assert_refused(argv, run, capsys, match=match)
+    if "labels" not in match:
+        assert "--out NEW" in line and "nothing was changed" in line
+
+
+def test_mismatch_never_falls_back_to_previous_or_step_0(run, capsys):
+    """Both checkpoints differ from the config: refused (not 'previous', not step 0)."""
+    assert_refused(
+        ["train", "--resume", str(run), "-q", "--set", "model.z_dim=5"], run, capsys, match="z_dim"
+    )
+    (run / "checkpoints" / "last" / "manifest.json").unlink()  # last damaged, previous sound
+    assert_refused(
+        ["train", "--resume", str(run), "-q", "--set", "model.z_dim=5"], run, capsys, match="z_dim"
+    )
+
+
+def test_overwrite_moves_the_old_run_aside(run, capsys):
+    before = snapshot(run)
+    argv = ["train", "-r", "gaussian-2d", "--out", str(run), "-q", "--overwrite"]
+    argv += ["--set", "model.z_dim=3", "--set", "train.iterations=2", "--device", "cpu"]
+    argv += ["--set", "train.report=false"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    moved = [p for p in run.parent.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(moved) == 1 and f"to {moved[0]}" in out
+    assert snapshot(moved[0]) == before  # the old run, whole and resumable
+    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"] == 2
+    code, _, err = run_cli(["train", "--resume", str(run), "--overwrite"], capsys)
+    assert code == 2 and "drop --recipe, --out and --overwrite" in err
+
+
+# ---------------------------------------------------------------- class 2: odd checkpoints
+
+
+def _odd_last_symlink(run: Path) -> None:
+    last = run / "checkpoints" / "last"
+    shutil.move(last, run / "elsewhere")
+    last.symlink_to(run / "elsewhere")
+
+
+def _odd_last_to_previous(run: Path) -> None:
+    last = run / "checkpoints" / "last"
+    shutil.rmtree(last)
+    last.symlink_to("previous")
+
+
+def _odd_last_file(run: Path) -> None:
+    last = run / "checkpoints" / "last"
+    shutil.rmtree(last)
+    last.write_text("not a checkpoint")
+
+
+def _odd_previous_symlink(run: Path) -> None:
+    prev = run / "checkpoints" / "previous"
+    shutil.move(prev, run / "elsewhere")
+    prev.symlink_to(run / "elsewhere")
+
+
+def _odd_last_dangling(run: Path) -> None:
+    last = run / "checkpoints" / "last"
+    shutil.rmtree(last)
+    last.symlink_to(run / "gone")
+
+
+ODD = {
+    "last_symlink": _odd_last_symlink,
+    "last_symlink_to_previous": _odd_last_to_previous,
+    "last_is_a_file": _odd_last_file,
+    "previous_symlink": _odd_previous_symlink,
+    "last_dangling_symlink": _odd_last_dangling,
+}
+
+
+@pytest.mark.parametrize("make_odd", ODD.values(), ids=ODD.keys())
+def test_odd_checkpoint_folders_are_refused_on_resume(run, capsys, make_odd):
+    make_odd(run)
+    argv = ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"]
+    assert_refused(argv, run, capsys, match="cannot resume")
+
+
+@pytest.mark.parametrize("make_odd", ODD.values(), ids=ODD.keys())
+def test_saving_over_an_odd_last_never_deletes_previous(run, make_odd):
+    """The rotation itself (as a save would do it): an odd or damaged `last` is dropped, its
+    target untouched, and `previous` stays unless `last` was a sound checkpoint folder."""
+    make_odd(run)
+    cdir = run / "checkpoints"
+    prev_before = snapshot(cdir / "previous") if not (cdir / "previous").is_symlink() else None
+    elsewhere = snapshot(run / "elsewhere")
+    cfg = gaussian_config(*FAST)
+    models = loop.build_models(cfg, (2,), torch.device("cpu"))
+    ckpt.save_checkpoint(cdir, "last", models, {"step": 99})
+    assert json.loads((cdir / "last" / "state.json").read_text())["step"] == 99
+    assert snapshot(run / "elsewhere") == elsewhere  # a symlink's target is never touched
+    if prev_before is not None:
+        assert snapshot(cdir / "previous") == prev_before
+
+
+def test_a_damaged_last_never_replaces_a_good_previous(run):
+    cdir = run / "checkpoints"
+    g = cdir / "last" / "g.safetensors"
+    g.write_bytes(g.read_bytes()[:-3] + b"xyz")
+    before = snapshot(cdir / "previous")
+    models = loop.build_models(gaussian_config(*FAST), (2,), torch.device("cpu"))
+    ckpt.save_checkpoint(cdir, "last", models, {"step": 99})
+    assert snapshot(cdir / "previous") == before
+
+
+# ---------------------------------------------------------------- class 3: lengths
+
+
+LENGTHS = {
+    "fewer_iterations": (["train.iterations=5"], 2, "it has done 24 steps"),
+    "fewer_epochs": (["train.epochs=1"], 2, "it has done 24 steps"),
+    "one_step_short": (["train.iterations=23"], 2, "length of 23"),
+}
+
+
+@pytest.mark.parametrize("sets, code, match", LENGTHS.values(), ids=LENGTHS.keys())
+def test_resume_shorter_than_done_is_refused(run, capsys, sets, code, match):
+    argv = ["train", "--resume", str(run), "-q"]
+    for s in sets:
+        argv += ["--set", s]
+    assert_refused(argv, run, capsys, code, match)
+
+
+def test_resume_of_a_complete_run_changes_nothing(run, capsys):
+    before = snapshot(run)
+    code, out, err = run_cli(["train", "--resume", str(run), "-q"], capsys)
+    assert code == 0 and "already complete at step 24" in out and "Traceback" not in err
+    assert snapshot(run) == before
+
+
+# ---------------------------------------------------------------- class 4: bad paths
+
+
+BAD_OUT = {
+    "out_is_a_file": (lambda run: str(run / "config.yaml"), "is a file, not a folder"),
+    "out_under_a_file": (lambda run: str(run / "config.yaml" / "x"), "is a file, so"),
+    "out_under_proc": (lambda run: "/proc/ganforge-run", "cannot write in"),
+    "out_under_sys": (lambda run: "/sys/ganforge-run", "cannot write in"),
+}
+
+
+@pytest.mark.parametrize("out, match", BAD_OUT.values(), ids=BAD_OUT.keys())
+def test_bad_out_is_refused_before_any_work(run, capsys, out, match):
+    argv = ["train", "-r", "gaussian-2d", "--out", out(run), "-q", "--device", "cpu"]
+    assert_refused(argv, run, capsys, match=match)
+
+
+def _sample(run: Path, name: str) -> list[str]:
+    return ["sample", str(run), "-n", "8", "-o", name]
+
+
+BAD_SAMPLE = {
+    "points_as_txt": (lambda run: _sample(run, str(run.parent / "p.txt")), "not a format"),
+    "points_no_suffix": (lambda run: _sample(run, str(run.parent / "p")), "not a format"),
+    "output_is_a_folder": (lambda run: _sample(run, str(run / "samples")), "is a folder"),
+    "output_under_proc": (lambda run: _sample(run, "/proc/ganforge.png"), "cannot write in"),
+    "output_under_a_file": (
+        lambda run: _sample(run, str(run / "config.yaml" / "s.png")),
+        "is a file",
+    ),
+}
+
+
+@pytest.mark.parametrize("argv, match", BAD_SAMPLE.values(), ids=BAD_SAMPLE.keys())
+def test_bad_sample_output_is_refused(run, capsys, argv, match):
+    assert_refused(argv(run), run, capsys, match=match)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".txt"])
+def test_image_samples_as_numbers_are_refused(image_base, tmp_path, capsys, suffix):
+    out = tmp_path / f"s{suffix}"
+    line = assert_refused(_sample(image_base, str(out)), image_base, capsys, match=".png")
+    assert not out.exists()
+    if suffix != ".txt":
+        assert "2-D runs" in line
+
+
+def test_points_are_written_as_csv_and_npy(run, tmp_path, capsys):
+    import numpy as np
+
+    code, _, err = run_cli(_sample(run, str(tmp_path / "p.csv")), capsys)
+    assert code == 0, err
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "x,y" and len(lines) == 9
+    code, _, err = run_cli(_sample(run, str(tmp_path / "p.npy")), capsys)
+    assert code == 0, err
+    pts = np.load(tmp_path / "p.npy", allow_pickle=False)
+    assert pts.shape == (8, 2)
+    assert np.allclose(pts, np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1), atol=1e-6)
+
+
+def _ro_commands(run: Path) -> dict[str, list[str]]:
+    return {
+        "train_resume": ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"],
+        "sample_into_run": _sample(run, str(run / "s.png")),
+        "report": ["report", str(run)],
+        "evaluate": ["evaluate", str(run), "--n", "100"],
+    }
+
+
+@pytest.mark.parametrize("cmd", ["train_resume", "sample_into_run", "report", "evaluate"])
+def test_read_only_run_directory_is_refused(run, capsys, cmd):
+    with read_only(run):
+        assert_refused(_ro_commands(run)[cmd], run, capsys, match="cannot write in")
+
+
+def test_sample_before_the_first_checkpoint_suggests_resume(run, capsys):
+    shutil.rmtree(run / "checkpoints")
+    line = assert_refused(_sample(run, str(run.parent / "s.png")), run, capsys)
+    assert f"train --resume {run}" in line and "--out" not in line
+
+
+def test_recipe_set_to_a_path_stays_in_the_runs_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "elsewhere" / "abs"
+    argv = ["train", "-r", "gaussian-2d", "--set", f"recipe={outside}", "-q", "--device", "cpu"]
+    argv += ["--set", "train.iterations=2", "--set", "train.report=false"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert not (tmp_path / "elsewhere").exists()
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"[\w.+-]*elsewhere-abs-\d{8}-\d{6}", runs[0].name)
+
+
+# ---------------------------------------------------------------- class 5: signals in long
+# phases (in this process: the phase sends the signal to itself, then would take 30 s)
+
+
+def _signal_then_hang(sig: int):
+    def hang(*a, **k):
+        os.kill(os.getpid(), sig)
+        time.sleep(30)  # a stop that is not honoured at once makes the test fail on time
+        raise AssertionError("the signal did not stop this phase")
+
+    return hang
+
+
+SIGNAL_PHASES = {
+    "sigterm_loading_resume": ("load_data", signal.SIGTERM, 143, "while loading the data"),
+    "sighup_loading_resume": ("load_data", signal.SIGHUP, 129, "while loading the data"),
+    "sigint_loading_resume": ("load_data", signal.SIGINT, 130, "while loading the data"),
+}
+
+
+@pytest.mark.parametrize("target, sig, code, match", SIGNAL_PHASES.values(), ids=SIGNAL_PHASES)
+def test_signal_while_loading_a_resumed_run_changes_nothing(
+    run, capsys, monkeypatch, target, sig, code, match
+):
+    monkeypatch.setattr(loop, target, _signal_then_hang(sig))
+    t0 = time.perf_counter()
+    argv = ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"]
+    line = assert_refused(argv, run, capsys, code, match)
+    assert time.perf_counter() - t0 < 10 and f"--resume {run}" in line
+
+
+def test_signal_while_loading_a_new_run_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(loop, "load_data", _signal_then_hang(signal.SIGTERM))
+    out = tmp_path / "new"
+    argv = ["train", "-r", "gaussian-2d", "--out", str(out), "-q", "--device", "cpu"]
+    assert_refused(argv, out, capsys, 143, "start the same command again")
+    assert not out.exists()
+
+
+def _eval_argv(run: Path) -> list[str]:
+    return ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"] + [
+        "--set",
+        "eval.every=4",
+        "--set",
+        "eval.n=100",
+    ]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_during_an_evaluation_saves_and_stops(run, capsys, monkeypatch, sig, code):
+    calls = {"n": 0}
+    real = evaluate.Evaluation.__call__
+
+    def evaluation(self, g):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first evaluation (step 28) hangs after a signal
+            _signal_then_hang(sig)()
+        return real(self, g)
+
+    monkeypatch.setattr(evaluate.Evaluation, "__call__", evaluation)
+    t0 = time.perf_counter()
+    code_, out, err = run_cli(_eval_argv(run), capsys)
+    assert time.perf_counter() - t0 < 20
+    assert code_ == code and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "during the evaluation after step 28; checkpoint saved" in err
+    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"] == 28
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+
+def test_signal_while_preparing_the_evaluation(run, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate.Evaluation, "__init__", _signal_then_hang(signal.SIGTERM))
+    t0 = time.perf_counter()
+    code, _, err = run_cli(_eval_argv(run), capsys)
+    assert time.perf_counter() - t0 < 10 and code == 143 and "Traceback" not in err
+    assert "while preparing the evaluation after step 24" in err
+
+
+def test_signal_during_the_report_is_not_swallowed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(html, "build_page", _signal_then_hang(signal.SIGTERM))
+    out = tmp_path / "r"
+    argv = ["train", "-r", "gaussian-2d", "--out", str(out), "-q", "--device", "cpu"]
+    argv += ["--set", "train.iterations=4", "--set", "train.report=true"]
+    t0 = time.perf_counter()
+    code, _, err = run_cli(argv, capsys)
+    assert time.perf_counter() - t0 < 15
+    assert code == 143 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "while writing the report; the run is complete (step 4" in err
+    assert f"ganforge report {out}" in err and not (out / "report.html").exists()
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+
+
+# ---------------------------------------------------------------- class 6: rollback before
+# the first checkpoint
+
+
+def test_rollback_before_the_first_checkpoint_restores_finite_weights(tmp_path, monkeypatch):
+    real = loop.train_step
+    calls = {"n": 0}
+
+    def poisoned(models, *a, **kw):
+        calls["n"] += 1
+        out = real(models, *a, **kw)
+        if calls["n"] == 3:  # step 3: long before the first checkpoint (step 8)
+            with torch.no_grad():
+                next(models.g.parameters()).fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    cfg = gaussian_config(*FAST, "train.rollback=1")
+    result = loop.train(cfg, tmp_path / "run", verbose=False)
+    assert result["rollbacks"] == 1 and result["steps"] == 24
+    for name in ("g", "d"):
+        tensors = load_file(tmp_path / "run" / "checkpoints" / "last" / f"{name}.safetensors")
+        assert all(bool(torch.isfinite(t).all()) for t in tensors.values())
+
+
+# ---------------------------------------------------------------- class 7: a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (skipped where mounting is not allowed)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)])
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * (1 << 16))
+            f.flush()
+
+
+def _full_disk_commands(run: Path) -> dict[str, list[str]]:
+    return {
+        "sample_over_a_png": _sample(run, str(run / "s.png")),
+        "sample_over_a_csv": _sample(run, str(run / "p.csv")),
+        "report_over_a_report": ["report", str(run)],
+        "evaluate_over_metrics": ["evaluate", str(run), "--n", "100"],
+        "resume_longer": ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"],
+    }
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "sample_over_a_png",
+        "sample_over_a_csv",
+        "report_over_a_report",
+        "evaluate_over_metrics",
+        "resume_longer",
+    ],
+)
+def test_full_disk_keeps_every_previous_file(base, small_disk, capsys, cmd):
+    run = small_disk / "run"
+    shutil.copytree(base, run, symlinks=True)
+    argv = _full_disk_commands(run)[cmd]
+    assert run_cli(argv, capsys)[0] == 0  # once with room: the file to keep exists
+    if cmd == "resume_longer":
+        argv = [*argv[:-1], "train.iterations=48"]
+    before = snapshot(run)
+    _fill(small_disk)
+    code, out, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert "No space left on device" in lines[0] and "kept" in lines[0]
+    print(cmd, "->", lines[0])
+    after = snapshot(run)
+    changed = {k for k in before.keys() & after.keys() if before[k] != after[k]}
+    if cmd == "resume_longer":  # it trained a little: the log grew by whole lines only
+        changed -= {"log.jsonl", "status.json", "summary.txt", "env.json", ".lock"}
+        lines = (run / "log.jsonl").read_text().splitlines()
+        assert all(json.loads(ln)["step"] for ln in lines)
+    assert not changed, f"{cmd} changed {changed} on a full disk"
+    assert not [k for k in after if k.endswith(".tmp") or ".tmp-" in k]
+
+
+def test_atomic_write_keeps_the_old_file_on_any_failure(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError), atomic_write(path, "w") as f:
+        f.write("half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_a_failed_append_never_cuts_an_earlier_line(tmp_path, monkeypatch):
+    path = tmp_path / "log.jsonl"
+    log = AppendLog(path)
+    log.write('{"step": 1}\n')
+    real = os.write
+
+    def half_then_full(fd, data):
+        real(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(WriteError, match=r"No space left on device\); the lines before are kept"):
+        log.write('{"step": 2, "loss": 0.5}\n')
+    monkeypatch.setattr(os, "write", real)
+    log.write('{"step": 3}\n')
+    log.close()
+    assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
