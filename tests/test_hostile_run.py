@@ -346,6 +346,67 @@ def test_read_only_run_directory_is_refused(run, capsys, cmd):
         assert_refused(_ro_commands(run)[cmd], run, capsys, match="cannot write in")
 
 
+def _taken(name: str, kind: str):
+    def make(run: Path) -> None:
+        p = run / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+        if kind == "file":
+            p.write_text("in the way")
+        else:
+            p.mkdir()
+            (p / "x").write_text("in the way")
+
+    return make
+
+
+TAKEN = {
+    "samples_is_a_file": (_taken("samples", "file"), "is not a folder"),
+    "checkpoints_is_a_file": (_taken("checkpoints", "file"), "is not a folder"),
+    "log_is_a_folder": (_taken("log.jsonl", "dir"), "is not a regular file"),
+    "status_is_a_folder": (_taken("status.json", "dir"), "is not a regular file"),
+    "lock_is_a_folder": (_taken(".lock", "dir"), "is not a regular file"),
+    "config_is_a_folder": (_taken("config.yaml", "dir"), ""),
+}
+
+
+@pytest.mark.parametrize("make, match", TAKEN.values(), ids=TAKEN.keys())
+def test_names_taken_in_the_run_directory_are_refused(run, capsys, make, match):
+    make(run)
+    argv = ["train", "--resume", str(run), "-q", "--set", "train.iterations=32"]
+    assert_refused(argv, run, capsys, match=match)
+
+
+OWN_FILES = {
+    "sample_over_config": (lambda run: _sample(run, str(run / "config.yaml")), "not a format"),
+    "sample_over_log": (lambda run: _sample(run, str(run / "log.jsonl")), "not a format"),
+    "sample_over_weights": (
+        lambda run: _sample(run, str(run / "checkpoints" / "last" / "g.safetensors")),
+        "not a format",
+    ),
+    "report_is_a_folder": (lambda run: ["report", str(run)], "is a folder"),
+    "metrics_is_a_folder": (lambda run: ["evaluate", str(run), "--n", "100"], "is a folder"),
+}
+
+
+@pytest.mark.parametrize("argv, match", OWN_FILES.values(), ids=OWN_FILES.keys())
+def test_outputs_never_land_on_the_runs_own_files(run, capsys, argv, match):
+    (run / "report.html").mkdir()
+    (run / "metrics.json").mkdir()
+    assert_refused(argv(run), run, capsys, match=match)
+
+
+def test_a_symlinked_report_is_replaced_not_written_through(run, tmp_path, capsys):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    (run / "report.html").symlink_to(outside)
+    code, _, err = run_cli(["report", str(run)], capsys)
+    assert code == 0, err
+    assert outside.read_text() == "keep me" and not (run / "report.html").is_symlink()
+
+
 def test_sample_before_the_first_checkpoint_suggests_resume(run, capsys):
     shutil.rmtree(run / "checkpoints")
     line = assert_refused(_sample(run, str(run.parent / "s.png")), run, capsys)

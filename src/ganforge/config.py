@@ -381,6 +381,8 @@ def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config.yaml; is this a ganforge run directory?") from None
+    except OSError as e:  # a folder in its place, unreadable
+        raise ConfigError(f"{path}: cannot be read ({e.strerror}); move it away") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if not isinstance(raw, dict):

@@ -261,8 +261,31 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+RUN_FOLDERS = ("checkpoints", "samples")
+RUN_FILES = (".lock", "config.yaml", "log.jsonl", "status.json", "env.json", "summary.txt")
+
+
+def check_run_layout(run_dir: Path) -> None:
+    """Raise one line when a name ganforge writes in a run directory is taken by something
+    else (a file named ``checkpoints``, a folder named ``log.jsonl``): found mid-run, it
+    would end in a traceback, or worse, a resume from step 0 over the run's log."""
+    for name in RUN_FOLDERS:
+        p = run_dir / name
+        if (p.exists() or p.is_symlink()) and not p.is_dir():
+            raise GanforgeError(
+                f"{p} is not a folder; ganforge keeps its {name} there: move it away"
+            )
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.exists() and not p.is_file():
+            raise GanforgeError(f"{p} is not a regular file; ganforge writes it: move it away")
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Before training: the run directory (or where it will be made) must take new files."""
+    """Before training: the run directory (or where it will be made) must take new files,
+    and the names ganforge writes there must be free or its own."""
+    if run_dir.is_dir():
+        check_run_layout(run_dir)
     if resume:
         check_writable(
             run_dir,

@@ -30,7 +30,7 @@ from .. import nets
 from ..config import Config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
-from ..runfiles import atomic_write_text, check_writable
+from ..runfiles import atomic_write_text, check_output_file
 from . import classify, features, frechet, inception, points, precision_recall
 
 CLASSIFIER_METRICS = ("fd", "pr", "is", "coverage")
@@ -237,7 +237,7 @@ def evaluate_run(
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
-    check_writable(run_dir, f"evaluate {run_dir}", "metrics.json goes there: make it writable")
+    check_output_file(run_dir / "metrics.json", f"evaluate {run_dir}")  # before any work
     dev = resolve_device(device)
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set

@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from ..errors import GanforgeError
-from ..runfiles import atomic_write_text, check_writable
+from ..runfiles import atomic_write_text, check_output_file
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
 from .runlog import (
@@ -294,7 +294,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     out = Path(out) if out else run_dir / REPORT
-    check_writable(out.parent, f"report {run_dir}", "make the run directory writable")
+    check_output_file(out, f"report {run_dir}")  # before any work: a folder, read-only
     page = build_page(run_dir, out.parent)
     atomic_write_text(out, page)  # a full disk keeps the previous report
     return out

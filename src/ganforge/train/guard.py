@@ -114,6 +114,18 @@ class RunLock:
             self.fd = None
 
 
+def _detach_terminal() -> None:
+    """Point stdout and stderr that are terminals at /dev/null: after a hang-up (a closed
+    SSH session) a write to the old terminal fails with EIO, which must not stop the run
+    before its checkpoint; the reason still goes to status.json."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+
+
 class StopSignals:
     """Turn SIGTERM / SIGINT / SIGHUP into a request the loop honours after the current step.
 
@@ -141,6 +153,8 @@ class StopSignals:
             raise KeyboardInterrupt
         if self.signum is None:  # the first signal names the stop
             self.signum = signum
+        if signum == signal.SIGHUP:  # the terminal is gone: writing to it would fail
+            _detach_terminal()
         if self._immediate:
             self._immediate = False  # raised once; the phase's clean-up runs undisturbed
             raise StopNow(self.signum)
