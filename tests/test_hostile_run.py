@@ -635,3 +635,40 @@ def test_a_failed_append_never_cuts_an_earlier_line(tmp_path, monkeypatch):
     log.write('{"step": 3}\n')
     log.close()
     assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
+
+
+def test_hangup_with_a_dead_terminal_still_saves(tmp_path):
+    """A closed SSH session: the terminal is gone (writes to it fail) and SIGHUP arrives;
+    training still stops at the end of its step with a checkpoint and status.json says why."""
+    import pty
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    master, slave = pty.openpty()
+    argv = ["train", "-r", "gaussian-2d", "--out", str(run), "--device", "cpu"]
+    argv += ["--set", "train.iterations=1000000", "--set", "train.log_every=1"]
+    argv += ["--set", "train.checkpoint_every=1000000", "--set", "train.sample_every=1000000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganforge", *argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"loss_d" not in seen:  # training is under way
+        assert time.monotonic() < deadline and proc.poll() is None, seen[-500:]
+        with contextlib.suppress(OSError):
+            seen += os.read(master, 4096)
+    os.close(master)  # the terminal goes away ...
+    proc.send_signal(signal.SIGHUP)  # ... and the hang-up arrives
+    assert proc.wait(timeout=60) == 129
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    status = json.loads((run / "status.json").read_text())
+    assert state["step"] > 0 and status["status"] == "interrupted"
+    assert "stopped by SIGHUP" in status["error"]

@@ -114,16 +114,26 @@ class RunLock:
             self.fd = None
 
 
-def _detach_terminal() -> None:
-    """Point stdout and stderr that are terminals at /dev/null: after a hang-up (a closed
-    SSH session) a write to the old terminal fails with EIO, which must not stop the run
-    before its checkpoint; the reason still goes to status.json."""
+def _terminals() -> list[int]:
+    """Which of stdout and stderr are terminals (asked while the terminal is alive: after a
+    hang-up ``isatty`` itself fails)."""
+    out = []
     for fd in (1, 2):
         with contextlib.suppress(OSError):
             if os.isatty(fd):
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, fd)
-                os.close(null)
+                out.append(fd)
+    return out
+
+
+def _detach_terminal(fds: list[int]) -> None:
+    """Point ``fds`` (stdout, stderr on a terminal) at /dev/null: after a hang-up (a closed
+    SSH session) a write to the old terminal fails with EIO, which must not stop the run
+    before its checkpoint; the reason still goes to status.json."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
 
 
 class StopSignals:
@@ -144,6 +154,7 @@ class StopSignals:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
         self._immediate = False
+        self._ttys: list[int] = []
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signum:  # asked twice: stop now
@@ -154,7 +165,7 @@ class StopSignals:
         if self.signum is None:  # the first signal names the stop
             self.signum = signum
         if signum == signal.SIGHUP:  # the terminal is gone: writing to it would fail
-            _detach_terminal()
+            _detach_terminal(self._ttys)
         if self._immediate:
             self._immediate = False  # raised once; the phase's clean-up runs undisturbed
             raise StopNow(self.signum)
@@ -162,6 +173,7 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         import threading
 
+        self._ttys = _terminals()
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
