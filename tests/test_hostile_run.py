@@ -143,6 +143,14 @@ def test_resume_that_does_not_fit_is_refused(run, capsys, sets, match):
         assert "--out NEW" in line and "nothing was changed" in line
 
 
+def test_dropping_the_ema_on_resume_is_refused(tmp_path, capsys):
+    run = tmp_path / "ema"
+    loop.train(gaussian_config(*FAST, "model.ema=0.9", "train.epochs=1"), run, verbose=False)
+    argv = ["train", "--resume", str(run), "-q", "--set", "model.ema=null"]
+    argv += ["--set", "train.iterations=16"]
+    assert_refused(argv, run, capsys, match="keeps an EMA of G")
+
+
 def test_mismatch_never_falls_back_to_previous_or_step_0(run, capsys):
     """Both checkpoints differ from the config: refused (not 'previous', not step 0)."""
     assert_refused(
@@ -607,6 +615,36 @@ def test_full_disk_keeps_every_previous_file(base, small_disk, capsys, cmd):
         assert all(json.loads(ln)["step"] for ln in lines)
     assert not changed, f"{cmd} changed {changed} on a full disk"
     assert not [k for k in after if k.endswith(".tmp") or ".tmp-" in k]
+
+
+def test_disk_filling_up_during_training_keeps_the_run(small_disk, capsys, monkeypatch):
+    """The disk fills at step 10 of 24: one line naming the file that could not be written;
+    every log line whole, the last checkpoint sound, no temporary files left."""
+    real = loop.train_step
+    calls = {"n": 0}
+
+    def step_then_fill(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            _fill(small_disk)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "train_step", step_then_fill)
+    run = small_disk / "run"
+    argv = ["train", "-r", "gaussian-2d", "--out", str(run), "-q", "--device", "cpu"]
+    argv += ["--set", "data.points=64", "--set", "train.epochs=3", "--set", "train.log_every=1"]
+    argv += ["--set", "train.report=false"]
+    code, _, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], err
+    print("MIDRUN", lines[0])
+    for ln in (run / "log.jsonl").read_text().splitlines():
+        json.loads(ln)
+    assert ckpt.sound(run / "checkpoints" / "last")
+    (small_disk / "filler").unlink()
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
+    code, _, err = run_cli(["train", "--resume", str(run), "-q"], capsys)  # room again
+    assert code == 0, err
 
 
 def test_atomic_write_keeps_the_old_file_on_any_failure(tmp_path):

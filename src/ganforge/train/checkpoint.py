@@ -321,6 +321,8 @@ def check_compatible(
     problem = _compare("G", nets["g"], models.g) or _compare("D", nets["d"], models.d)
     if problem is None and models.g_ema is not None and "g_ema" in nets:
         problem = _compare("the EMA of G", nets["g_ema"], models.g_ema.module)
+    if problem is None and models.g_ema is None and "g_ema" in nets:  # it would be dropped
+        problem = "the checkpoint keeps an EMA of G (model.ema) that this config does not"
     optim = meta.get("optim") if isinstance(meta.get("optim"), dict) else {}
     for net, opt in (("g", models.opt_g), ("d", models.opt_d)):
         if problem is None and isinstance(optim.get(net), dict):

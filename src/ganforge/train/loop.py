@@ -436,8 +436,10 @@ def _train(
                 raise Preempted(distributed.stop_signal(stop.signum), done, run_dir)
             step = done
     except BaseException as exc:
-        if main:
-            write_status(run_dir, status_of_exception(exc), error=str(exc) or type(exc).__name__)
+        if main:  # on a full disk this may fail too: the original error is the one to report
+            with contextlib.suppress(OSError):
+                reason = str(exc) or type(exc).__name__
+                write_status(run_dir, status_of_exception(exc), error=reason)
         raise
     finally:
         log.close()
