@@ -606,7 +606,6 @@ def test_full_disk_keeps_every_previous_file(base, small_disk, capsys, cmd):
     lines = err.strip().splitlines()
     assert code == 2 and "Traceback" not in err and len(lines) == 1, err
     assert "No space left on device" in lines[0] and "kept" in lines[0]
-    print(cmd, "->", lines[0])
     after = snapshot(run)
     changed = {k for k in before.keys() & after.keys() if before[k] != after[k]}
     if cmd == "resume_longer":  # it trained a little: the log grew by whole lines only
@@ -637,7 +636,6 @@ def test_disk_filling_up_during_training_keeps_the_run(small_disk, capsys, monke
     code, _, err = run_cli(argv, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], err
-    print("MIDRUN", lines[0])
     for ln in (run / "log.jsonl").read_text().splitlines():
         json.loads(ln)
     assert ckpt.sound(run / "checkpoints" / "last")
