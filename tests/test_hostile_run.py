@@ -29,7 +29,7 @@ from ganforge.runfiles import AppendLog, WriteError, atomic_write, atomic_write_
 from ganforge.train import checkpoint as ckpt
 from ganforge.train import loop
 
-from runhelpers import gaussian_config, image_run
+from runhelpers import cli_idx_run, gaussian_config, image_run
 
 FAST = ["train.report=false", "train.threads=1"]
 
@@ -149,6 +149,29 @@ def test_dropping_the_ema_on_resume_is_refused(tmp_path, capsys):
     argv = ["train", "--resume", str(run), "-q", "--set", "model.ema=null"]
     argv += ["--set", "train.iterations=16"]
     assert_refused(argv, run, capsys, match="keeps an EMA of G")
+
+
+def test_other_data_shape_on_resume_is_refused(tmp_path, capsys):
+    """An image run resumed with 32x32 images instead of 28x28: D's first layer differs."""
+    run = cli_idx_run(tmp_path)
+    argv = ["train", "--resume", str(run), "-q", "--set", "data.size=32"]
+    assert_refused(argv, run, capsys, match="changed: data.size None -> 32")
+
+
+def test_refusal_from_a_separate_process_changes_no_byte(run):
+    """The real command line, another process (another pid): still byte-identical."""
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    before = snapshot(run)
+    argv = ["train", "--resume", str(run), "--set", "model.z_dim=3"]
+    r = subprocess.run(
+        [sys.executable, "-m", "ganforge", *argv], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "G tensor" in r.stderr
+    assert snapshot(run) == before
 
 
 def test_mismatch_never_falls_back_to_previous_or_step_0(run, capsys):

@@ -98,8 +98,8 @@ class RunLock:
                 f"{self.path.parent} is being trained by another process; wait for it to "
                 "finish or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        # nothing is written into the lock file (status.json names the process): a refused
+        # command leaves the run directory byte-identical, and a full disk cannot stop it here
         self.fd = fd
         return self
 
