@@ -312,6 +312,14 @@ BAD_OUT = {
 }
 
 
+def _partial_run(run: Path) -> str:
+    (run / "config.yaml").unlink()  # a run that lost its config still holds its checkpoints
+    return str(run)
+
+
+BAD_OUT["out_holds_a_run_without_config"] = (_partial_run, "already holds a run")
+
+
 @pytest.mark.parametrize("out, match", BAD_OUT.values(), ids=BAD_OUT.keys())
 def test_bad_out_is_refused_before_any_work(run, capsys, out, match):
     argv = ["train", "-r", "gaussian-2d", "--out", out(run), "-q", "--device", "cpu"]

@@ -223,9 +223,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "under torchrun give --out DIR: every process must name the same run directory"
             )
         run_dir = Path(args.out) if args.out else _new_run_dir(cfg.recipe)
-        if (run_dir / "config.yaml").exists() and args.overwrite:
-            from .runfiles import set_aside
+        from .runfiles import holds_run, set_aside
 
+        if args.overwrite and holds_run(run_dir):
             moved = set_aside(run_dir)
             print(f"ganforge: moved the run in {run_dir} to {moved} (resumable there)")
         elif (run_dir / "config.yaml").exists():

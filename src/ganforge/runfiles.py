@@ -281,11 +281,35 @@ def check_run_layout(run_dir: Path) -> None:
             raise GanforgeError(f"{p} is not a regular file; ganforge writes it: move it away")
 
 
+RUN_MARKS = ("config.yaml", "log.jsonl", "checkpoints", "status.json")
+
+
+def holds_run(run_dir: Path) -> str | None:
+    """The first file that shows ``run_dir`` holds a run, or part of one (None: it does not).
+
+    A run whose config.yaml was lost still has its checkpoints and log: a fresh run there
+    would append to the log and rotate the old checkpoints away.
+    """
+    for name in RUN_MARKS:
+        p = run_dir / name
+        if p.exists() or p.is_symlink():
+            return name
+    return None
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Before training: the run directory (or where it will be made) must take new files,
-    and the names ganforge writes there must be free or its own."""
+    the names ganforge writes there must be free or its own, and a fresh run never goes
+    into a folder that holds (part of) another."""
     if run_dir.is_dir():
         check_run_layout(run_dir)
+        mark = None if resume else holds_run(run_dir)
+        if mark is not None:
+            raise GanforgeError(
+                f"--out {run_dir} already holds a run (or part of one: {mark}); continue it "
+                f"with --resume {run_dir}, choose another --out, or add --overwrite to move "
+                "that run aside"
+            )
     if resume:
         check_writable(
             run_dir,

@@ -202,7 +202,7 @@ def sound(path: Path) -> bool:
         return False
     try:
         verify(path)
-    except (CheckpointError, OSError, ValueError):
+    except Exception:  # any failure to read it means it is not a checkpoint to keep
         return False
     return True
 
