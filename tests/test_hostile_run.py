@@ -342,9 +342,24 @@ BAD_SAMPLE = {
 }
 
 
+BAD_SAMPLE["too_many_points"] = (
+    lambda run: ["sample", str(run), "-n", "2000000", "-o", str(run.parent / "p.csv")],
+    "at most 1,000,000",
+)
+BAD_SAMPLE["newline_in_path"] = (
+    lambda run: _sample(run, str(run.parent / "a\nb" / "x.txt")),
+    "a\\nb",
+)
+
+
 @pytest.mark.parametrize("argv, match", BAD_SAMPLE.values(), ids=BAD_SAMPLE.keys())
 def test_bad_sample_output_is_refused(run, capsys, argv, match):
     assert_refused(argv(run), run, capsys, match=match)
+
+
+def test_too_many_images_for_one_grid_are_refused(image_base, tmp_path, capsys):
+    argv = ["sample", str(image_base), "-n", "10001", "-o", str(tmp_path / "s.png")]
+    assert_refused(argv, image_base, capsys, match="at most 10,000")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".npy", ".txt"])

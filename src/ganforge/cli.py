@@ -361,7 +361,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = read_config(run_dir / "config.yaml")
     out = Path(args.output)  # its format and folder are checked before any work
     check_output_file(out, f"-o {out}")
-    check_output(out, len(data_shape(cfg.data)) == 1)
+    check_output(out, len(data_shape(cfg.data)) == 1, args.n)
     y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     device = resolve_device(args.device)
     prefer = (args.checkpoint,) if args.checkpoint else ("best", "last")
@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GanforgeError as e:
-        print(f"ganforge: error: {e}", file=sys.stderr)
+        one_line = str(e).replace("\n", "\\n")  # a path may hold a newline: still one line
+        print(f"ganforge: error: {one_line}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

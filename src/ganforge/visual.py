@@ -31,12 +31,23 @@ PLOT_FORMATS = {s: s[1:] for s in (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".we
 POINT_DATA = (".csv", ".npy")  # 2-D samples as numbers
 
 
-def check_output(path: Path, points: bool) -> None:
-    """Raise one line unless ``path``'s suffix is a format for these samples (before any work).
+MAX_IMAGES = 10_000  # one grid of 100 x 100: more would not fit in memory nor on a screen
+MAX_POINTS = 1_000_000
+
+
+def check_output(path: Path, points: bool, n: int | None = None) -> None:
+    """Raise one line unless ``path``'s suffix is a format for these samples (before any work)
+    and ``n`` samples fit in one file (a grid of at most 10,000 images, a million points).
 
     Image samples: a picture format; 2-D points: a plot format, ``.csv`` or ``.npy``.
     """
     suffix = Path(path).suffix.lower()
+    limit = MAX_POINTS if points else MAX_IMAGES
+    if n is not None and n > limit:
+        raise GanforgeError(
+            f"-n {n}: at most {limit:,} samples in one file; write several files with "
+            "different --seed values"
+        )
     if points:
         if suffix in PLOT_FORMATS or suffix in POINT_DATA:
             return
