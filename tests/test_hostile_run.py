@@ -32,6 +32,7 @@ from ganforge.train import loop
 from runhelpers import cli_idx_run, gaussian_config, image_run
 
 FAST = ["train.report=false", "train.threads=1"]
+TAGS = ("last", "previous")
 
 
 # ---------------------------------------------------------------- helpers
@@ -546,6 +547,26 @@ def test_signal_during_an_evaluation_saves_and_stops(run, capsys, monkeypatch, s
     assert "during the evaluation after step 28; checkpoint saved" in err
     assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"] == 28
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+
+def test_signal_in_the_step_before_an_evaluation_skips_it(run, capsys, monkeypatch):
+    """Stopping at an evaluation step: the checkpoint is saved once, no evaluation runs."""
+    real = loop.train_step
+    calls = {"n": 0}
+
+    def step(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # step 28, an evaluation step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(evaluate.Evaluation, "__call__", _signal_then_hang(signal.SIGTERM))
+    code, _, err = run_cli(_eval_argv(run), capsys)
+    assert code == 143 and "after step 28; checkpoint saved" in err and "evaluation" not in err
+    cdir = run / "checkpoints"
+    steps = [json.loads((cdir / t / "state.json").read_text())["step"] for t in TAGS]
+    assert steps == [28, 24]  # saved once: `previous` is still the one before
 
 
 def test_signal_while_preparing_the_evaluation(run, capsys, monkeypatch):

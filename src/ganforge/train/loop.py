@@ -424,7 +424,8 @@ def _train(
             if done % ckpt_every == 0 or done == length.total or stopping:
                 checkpoint(done, epoch + 1)
 
-            if evaluator is not None and evaluator.due(done, length.total):  # eval.every
+            # eval.every; not when stopping: the checkpoint is saved, the signal waits for none
+            if evaluator is not None and evaluator.due(done, length.total) and not stopping:
                 ev_counters = {"step": done, "epoch": epoch + 1, "images": done * b}
                 save_now = functools.partial(checkpoint, done, epoch + 1)  # a signal: stop now
                 with stop.phase("during the evaluation", done, run_dir, save_now, not dist.active):
