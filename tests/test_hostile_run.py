@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def snapshot(root: Path) -> dict[str, str]:
             out[rel] = "link:" + os.readlink(p)
         elif p.is_dir():
             out[rel] = "dir"
+        elif not p.is_file():  # a FIFO or device: never opened (reading a FIFO would block)
+            out[rel] = f"special:{stat.S_IFMT(p.stat().st_mode)}"
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -446,11 +449,25 @@ OWN_FILES = {
 }
 
 
+OWN_FILES["sample_to_dev_null"] = (lambda run: _sample(run, "/dev/null"), "not a regular file")
+
+
+def _fifo_report(run: Path) -> list[str]:
+    shutil.rmtree(run / "report.html")
+    os.mkfifo(run / "report.html")
+    return ["report", str(run)]
+
+
+OWN_FILES["report_is_a_fifo"] = (_fifo_report, "not a regular file")
+
+
 @pytest.mark.parametrize("argv, match", OWN_FILES.values(), ids=OWN_FILES.keys())
 def test_outputs_never_land_on_the_runs_own_files(run, capsys, argv, match):
     (run / "report.html").mkdir()
     (run / "metrics.json").mkdir()
+    null = os.stat("/dev/null")
     assert_refused(argv(run), run, capsys, match=match)
+    assert os.stat("/dev/null").st_rdev == null.st_rdev  # a device is never replaced
 
 
 def test_a_symlinked_report_is_replaced_not_written_through(run, tmp_path, capsys):
