@@ -779,15 +779,20 @@ def test_hangup_with_a_dead_terminal_still_saves(tmp_path):
         start_new_session=True,
     )
     os.close(slave)
-    seen = b""
-    deadline = time.monotonic() + 120
-    while b"loss_d" not in seen:  # training is under way
-        assert time.monotonic() < deadline and proc.poll() is None, seen[-500:]
-        with contextlib.suppress(OSError):
-            seen += os.read(master, 4096)
-    os.close(master)  # the terminal goes away ...
-    proc.send_signal(signal.SIGHUP)  # ... and the hang-up arrives
-    assert proc.wait(timeout=60) == 129
+    try:
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"loss_d" not in seen:  # training is under way
+            assert time.monotonic() < deadline and proc.poll() is None, seen[-500:]
+            with contextlib.suppress(OSError):
+                seen += os.read(master, 4096)
+        os.close(master)  # the terminal goes away ...
+        proc.send_signal(signal.SIGHUP)  # ... and the hang-up arrives
+        assert proc.wait(timeout=60) == 129
+    finally:
+        if proc.poll() is None:  # never leave a training process behind
+            proc.kill()
+            proc.wait()
     state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
     status = json.loads((run / "status.json").read_text())
     assert state["step"] > 0 and status["status"] == "interrupted"
