@@ -485,6 +485,14 @@ def test_sample_before_the_first_checkpoint_suggests_resume(run, capsys):
     assert f"train --resume {run}" in line and "--out" not in line
 
 
+@pytest.mark.parametrize("cmd", ["sample", "evaluate"])
+def test_asking_for_best_without_one_names_last(run, capsys, cmd):
+    argv = [cmd, str(run), "--checkpoint", "best"]
+    argv += ["-o", str(run.parent / "s.png")] if cmd == "sample" else ["--n", "100"]
+    line = assert_refused(argv, run, capsys, match="use --checkpoint last")
+    assert "--resume" not in line
+
+
 def test_recipe_set_to_a_path_stays_in_the_runs_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     outside = tmp_path / "elsewhere" / "abs"

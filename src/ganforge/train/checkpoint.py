@@ -388,6 +388,12 @@ def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
             problems.append(str(e))
     if problems:
         raise CheckpointError("; ".join(problems))
+    others = [t for t in ("best", "last") if t not in prefer and (ckpt_dir / t).is_dir()]
+    if others:  # e.g. --checkpoint best on a run that never evaluated
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}; 'best' "
+            f"is kept only when eval.every is set); use --checkpoint {others[0]}"
+        )
     if (run_dir / "config.yaml").exists():  # a run stopped before its first checkpoint
         raise CheckpointError(
             f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}): the run "
