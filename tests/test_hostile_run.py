@@ -178,6 +178,17 @@ def test_refusal_from_a_separate_process_changes_no_byte(run):
     assert snapshot(run) == before
 
 
+def test_a_changed_learning_rate_on_resume_is_applied(run, capsys):
+    """The checkpoint's optimizer state must not silently win over --set (config.yaml would
+    then name a learning rate the run does not use)."""
+    argv = ["train", "--resume", str(run), "-q", "--set", "optim.g.lr=0.0123"]
+    code, _, err = run_cli([*argv, "--set", "train.iterations=26"], capsys)
+    assert code == 0, err
+    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert state["optim"]["g"]["param_groups"][0]["lr"] == 0.0123
+    assert state["optim"]["d"]["param_groups"][0]["lr"] == 0.05  # unchanged: the run's own
+
+
 def test_mismatch_never_falls_back_to_previous_or_step_0(run, capsys):
     """Both checkpoints differ from the config: refused (not 'previous', not step 0)."""
     assert_refused(

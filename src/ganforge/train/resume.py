@@ -35,22 +35,55 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(run_dir: Path, cfg: Config) -> list[str]:
-    """The model / optim / data settings of ``cfg`` that differ from the run's config.yaml,
-    as "key old -> new" (empty when the saved config cannot be read)."""
+def _changed(run_dir: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """Settings of ``cfg`` that differ from the run's config.yaml: key -> (old, new)."""
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError):
-        return []
+        return {}
     if not isinstance(saved, dict):
-        return []
+        return {}
     old, new = _flat(saved), _flat(to_dict(cfg))
-    keys = [k for k in new if k.split(".")[0] in ("model", "optim", "data")]
 
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
-    return [f"{k} {old.get(k)} -> {new[k]}" for k in keys if plain(old.get(k)) != plain(new[k])]
+    return {k: (old.get(k), new[k]) for k in new if plain(old.get(k)) != plain(new[k])}
+
+
+def config_changes(run_dir: Path, cfg: Config) -> list[str]:
+    """The model / optim / data settings of ``cfg`` that differ from the run's config.yaml,
+    as "key old -> new" (empty when the saved config cannot be read)."""
+    return [
+        f"{k} {old} -> {new}"
+        for k, (old, new) in _changed(run_dir, cfg).items()
+        if k.split(".")[0] in ("model", "optim", "data")
+    ]
+
+
+HYPER = ("lr", "betas", "eps", "alpha")  # optimizer settings a resume may change
+
+
+def apply_changed_hyperparameters(
+    run_dir: Path, cfg: Config, models: Models, say: Callable[[str], None]
+) -> None:
+    """Give the loaded optimizers the hyperparameters a resume changed (``--set
+    optim.g.lr=...``): a checkpoint's optimizer state carries its own, which would otherwise
+    win silently while config.yaml says otherwise. Unchanged ones keep the checkpoint's
+    (a rollback's halved learning rate among them)."""
+    changed = _changed(run_dir, cfg)
+    for net, opt in (("g", models.opt_g), ("d", models.opt_d)):
+        for name in HYPER:
+            key = f"optim.{net}.{name}"
+            if key not in changed:
+                continue
+            value = changed[key][1]
+            for group in opt.param_groups:
+                if name in group:
+                    group[name] = tuple(value) if isinstance(value, list) else value
+                    if name == "lr" and "base_lr" in group:
+                        group["base_lr"] = value
+            say(f"{key}: {changed[key][0]} -> {value} from this resume on")
 
 
 def resume_point(
@@ -94,6 +127,8 @@ def resume_point(
             continue
         if mismatch is not None:  # `last` alone differs from the run's own networks: damaged
             say(f"warning: skipping checkpoint {ckpt_dir / 'last'}: {mismatch}")
+        if cfg is not None:
+            apply_changed_hyperparameters(run_dir, cfg, models, say)
         return meta
     if mismatch is not None:
         changes = config_changes(run_dir, cfg) if cfg is not None else []
