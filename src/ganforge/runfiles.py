@@ -303,7 +303,9 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
     into a folder that holds (part of) another."""
     if run_dir.is_dir():
         check_run_layout(run_dir)
-        mark = None if resume else holds_run(run_dir)
+        # under torchrun rank 0 may already have begun the run the others join
+        first = os.environ.get("RANK", "0") == "0"
+        mark = holds_run(run_dir) if first and not resume else None
         if mark is not None:
             raise GanforgeError(
                 f"--out {run_dir} already holds a run (or part of one: {mark}); continue it "
