@@ -281,10 +281,13 @@ def _compare(label: str, saved: dict[str, torch.Tensor], model: torch.nn.Module)
 def _optimizer_kind(meta: dict[str, Any]) -> str:
     """The optimizer class a checkpoint was saved from (older checkpoints: from its
     hyperparameters: RMSprop has ``alpha``, Adam ``betas``)."""
-    if isinstance(meta.get("kind"), str):
-        return meta["kind"]
-    groups = meta.get("param_groups") or [{}]
-    return "RMSprop" if "alpha" in groups[0] else "Adam" if "betas" in groups[0] else "?"
+    kind = meta.get("kind")
+    if kind is None and isinstance(meta.get("param_groups"), list) and meta["param_groups"]:
+        group = meta["param_groups"][0]
+        kind = "RMSprop" if "alpha" in group else "Adam" if "betas" in group else None
+    if not isinstance(kind, str):  # neither said nor inferable: state.json is damaged
+        raise ValueError("optimizer kind")
+    return kind
 
 
 def _compare_optimizer(
@@ -347,7 +350,12 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         raise CheckpointError(f"{path}: cannot read its tensors ({type(e).__name__})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("optim"), dict):
         raise CheckpointError(f"{path}: state.json is damaged (no optimizer state)")
-    check_compatible(path, models, nets, state, meta)
+    try:
+        check_compatible(path, models, nets, state, meta)
+    except CheckpointMismatch:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path}: state.json is damaged ({type(e).__name__})") from None
     try:
         models.g.load_state_dict(nets["g"])
         models.d.load_state_dict(nets["d"])
