@@ -83,7 +83,8 @@ def test_sample_without_checkpoint(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text("recipe: vanilla-fmnist\n")
     assert main(["sample", str(tmp_path / "r")]) == 2
-    assert "no checkpoint found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no checkpoint found" in err and f"train --resume {tmp_path / 'r'}" in err
 
 
 def test_recipes_lists_vanilla(capsys):

@@ -81,7 +81,9 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_exact(tmp_path):
 # ---------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig, code):
     data = write_idx(tmp_path / "fm", n_train=64)
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -111,8 +111,11 @@ def _merge_tree(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
 
 
 def new_run_dir(recipe: str, root: Path = Path("runs")) -> Path:
-    """``runs/<recipe>-<time>`` (numbered when taken); a path recipe gives its file name."""
-    name = Path(recipe).name or "run"
+    """``runs/<recipe>-<time>`` (numbered when taken): one folder name made from the recipe,
+    never a path (``--set recipe=/abs/path`` stays in the runs folder)."""
+    from .runfiles import safe_run_name
+
+    name = safe_run_name(recipe)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = root / f"{name}-{stamp}"
     i = 1
@@ -189,6 +192,7 @@ def train(
     overrides: Iterable[str] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: bool = True,
+    overwrite: bool = False,
     **config: Any,
 ) -> Run:
     """Train a recipe into a new run directory and return the finished ``Run``.
@@ -199,7 +203,9 @@ def train(
     ``(x, labels)`` tuple, a torch ``Dataset`` (of tensors, PIL images or
     (x, y) pairs) or a ``DataLoader``. ``generator`` / ``discriminator``: an ``nn.Module`` or a
     callable building one (called with those of ``z_dim``, ``shape``, ``num_classes`` it takes).
-    ``out``: the run directory (default ``runs/<recipe>-<time>``); it must not hold a run.
+    ``out``: the run directory (default ``runs/<recipe>-<time>``); it must not hold a run,
+    unless ``overwrite``, which first moves that run aside (``OUT.replaced-<time>``, whole and
+    resumable).
     ``callbacks``: hooks, see ``ganforge.Callback``. ``**config``: config sections as
     mappings, e.g. ``train={"epochs": 2}``; ``overrides``: ``key=value`` strings as ``--set``.
     """
@@ -208,10 +214,15 @@ def train(
     cfg, tensors = _with_data(cfg, data)
     cfg = _with_nets(cfg, generator, discriminator)
     run_dir = Path(out) if out is not None else new_run_dir(cfg.recipe)
-    if (run_dir / "config.yaml").exists():
+    from .runfiles import holds_run, set_aside
+
+    if overwrite and holds_run(run_dir):
+        moved = set_aside(run_dir)
+        print(f"ganforge: moved the run in {run_dir} to {moved} (resumable there)")
+    elif (run_dir / "config.yaml").exists():
         raise GanforgeError(
-            f"--out {run_dir} already holds a run; continue it with --resume {run_dir} "
-            "or choose another --out"
+            f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
+            "choose another --out, or add --overwrite to move that run aside"
         )
     return _run(cfg, run_dir, False, tensors, generator, discriminator, callbacks, verbose)
 
@@ -263,17 +274,29 @@ def _run(
         result = train_loop(
             cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
         )
+    if result.get("complete"):  # resumed at its end: nothing trained or written
+        run = load(run_dir, "last", generator=generator, discriminator=discriminator)
+        run.result, run._data = result, tensors
+        return run
     main = int(os.environ.get("RANK", "0")) == 0
     if main and cfg.train.report:
-        from .report.html import report_after_training
-
-        say = print if verbose else None
-        report_after_training(run_dir, say)
+        _report(run_dir, result["steps"], print if verbose else None)
     models = result.pop("models")
     run = Run(run_dir, cfg, models.sampler(), models.d, checkpoint=run_dir / "checkpoints" / "last")
     run.result = result
     run._data, run._nets = tensors, (generator, discriminator)
     return run
+
+
+def _report(run_dir: Path, step: int, say: Callable[[str], None] | None) -> None:
+    """report.html once training has ended; a stop signal here ends it at once with one line
+    (the run itself is complete and saved)."""
+    from .engine.guard import StopSignals
+    from .report.html import report_after_training
+
+    with StopSignals() as stop:
+        with stop.phase("while writing the report", step, run_dir, complete=True):
+            report_after_training(run_dir, say)
 
 
 # ---------------------------------------------------------------- reopening runs
@@ -286,9 +309,11 @@ def load(
     generator: NetLike = None,
     discriminator: NetLike = None,
     device: str = "auto",
+    fallback: bool = True,
 ) -> Run:
     """Reopen a finished or running run directory: the ``Run`` with the sampling G of
-    ``checkpoint`` ("best", falling back to "last", or "last"). ``generator`` /
+    ``checkpoint`` ("best", falling back to "last" unless ``fallback=False``; "last";
+    "previous"). ``generator`` /
     ``discriminator``: the run's custom nets when it was trained with Python objects."""
     run_dir = Path(run)
     if not run_dir.is_dir():
@@ -296,7 +321,7 @@ def load(
     if checkpoint not in ("best", "last", "previous"):
         raise GanforgeError(f"checkpoint={checkpoint!r}: choose best, last or previous")
     cfg = read_config(run_dir / "config.yaml")
-    prefer = ("best", "last") if checkpoint == "best" else (checkpoint,)
+    prefer = ("best", "last") if checkpoint == "best" and fallback else (checkpoint,)
     ckpt = find_checkpoint(run_dir, prefer)
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)

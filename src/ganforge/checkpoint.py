@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from . import runfiles
 from .errors import CheckpointError
 from .files import finite_number, load_json
 
@@ -88,13 +89,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file via a synced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a small text file via a synced temporary file and a rename (``runfiles``)."""
+    runfiles.atomic_write_text(path, text)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -130,7 +126,8 @@ def _split_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dic
                 tensors[f"{prefix}.{idx}.{k}"] = v
             else:
                 scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    meta = {"kind": type(opt).__name__, "param_groups": sd["param_groups"], "scalars": scalars}
+    return tensors, meta
 
 
 def _join_optimizer(prefix: str, tensors: dict, meta: dict) -> dict:
@@ -182,15 +179,15 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / "manifest.json")
         _fsync_dir(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
+        runfiles.remove_tree(old)
+        if final.exists() or final.is_symlink():
+            os.replace(final, old)  # renames a symlink itself, never what it points to
         os.replace(tmp, final)
         _fsync_dir(ckpt_dir)
-        if tag == "last" and old.exists():  # the one before stays as a fallback for resume
-            shutil.rmtree(ckpt_dir / "previous", ignore_errors=True)
+        if tag == "last" and sound(old):  # the one before stays as a fallback for resume
+            runfiles.remove_tree(ckpt_dir / "previous")
             os.replace(old, ckpt_dir / "previous")
-        shutil.rmtree(old, ignore_errors=True)
+        runfiles.remove_tree(old)  # an odd or damaged one never replaces a good `previous`
     except (OSError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or e
@@ -273,6 +270,38 @@ def check_state(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     if rng is not None and not isinstance(rng, dict):
         raise bad("rng", "is not an object")
     return state
+
+
+class CheckpointMismatch(CheckpointError):
+    """A sound checkpoint that does not fit the networks or optimizers built from the config
+    (a changed z_dim, spectral norm, optimizer or data shape). Unlike a damaged checkpoint it
+    is never skipped for an older one or for step 0: the resume is refused."""
+
+
+def odd(path: Path) -> str | None:
+    """Why ``path`` (a checkpoint tag) is not a plain checkpoint folder, or None.
+
+    A symbolic link, a file or anything else in place of a folder is never read, rotated into
+    ``previous`` or deleted through: ganforge only moves its own folders.
+    """
+    if path.is_symlink():
+        return f"is a symbolic link (to {os.readlink(path)}), not a checkpoint folder"
+    if path.exists() and not path.is_dir():
+        return "is not a folder"
+    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+        return "cannot be read (permissions)"
+    return None
+
+
+def sound(path: Path) -> bool:
+    """Whether ``path`` is a real checkpoint folder that passes its manifest check."""
+    if odd(path) is not None or not path.is_dir():
+        return False
+    try:
+        verify(path)
+    except Exception:  # any failure to read it means it is not a checkpoint to keep
+        return False
+    return True
 
 
 def verify(path: Path) -> dict[str, Any]:
@@ -454,23 +483,115 @@ def _restore_rng(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any
             raise CheckpointError(f"{path / 'state.safetensors'}: rng.cuda is malformed") from None
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _compare(label: str, saved: dict[str, torch.Tensor], model: torch.nn.Module) -> str | None:
+    """The first difference between a saved state dict and a freshly built ``model``."""
+    want = model.state_dict()
+    missing = sorted(set(want) - set(saved))
+    extra = sorted(set(saved) - set(want))
+    if missing:
+        return f"{label} has no tensor '{missing[0]}' that this config's {label} needs"
+    if extra:
+        return f"{label} tensor '{extra[0]}' is not in this config's {label}"
+    for k, v in want.items():
+        if tuple(saved[k].shape) != tuple(v.shape):
+            return (
+                f"{label} tensor '{k}' is {_shape(tuple(saved[k].shape))} in the checkpoint, "
+                f"{_shape(tuple(v.shape))} with this config"
+            )
+        if saved[k].dtype != v.dtype:
+            return f"{label} tensor '{k}' is {saved[k].dtype} in the checkpoint, {v.dtype} now"
+    return None
+
+
+def _optimizer_kind(meta: dict[str, Any]) -> str:
+    """The optimizer class a checkpoint was saved from (older checkpoints: from its
+    hyperparameters: RMSprop has ``alpha``, Adam ``betas``)."""
+    kind = meta.get("kind")
+    if kind is None and isinstance(meta.get("param_groups"), list) and meta["param_groups"]:
+        group = meta["param_groups"][0]
+        kind = "RMSprop" if "alpha" in group else "Adam" if "betas" in group else None
+    if not isinstance(kind, str):  # neither said nor inferable: state.json is damaged
+        raise ValueError("optimizer kind")
+    return kind
+
+
+def _compare_optimizer(
+    label: str, key: str, meta: dict[str, Any], tensors: dict, opt: torch.optim.Optimizer
+) -> str | None:
+    kind, now = _optimizer_kind(meta), type(opt).__name__
+    if kind != now:
+        return f"{label} optimizer is {kind} in the checkpoint, {now} with this config ({key})"
+    params = [p for group in opt.param_groups for p in group["params"]]
+    groups = meta.get("param_groups") or []
+    saved_n = sum(len(g.get("params", [])) for g in groups)
+    if len(groups) != len(opt.param_groups) or saved_n != len(params):
+        return f"{label} optimizer holds {saved_n} parameters in the checkpoint, {len(params)} now"
+    prefix = "opt_g." if label == "G" else "opt_d."
+    for name, t in tensors.items():
+        if not name.startswith(prefix):
+            continue
+        idx, k = name[len(prefix) :].split(".", 1)
+        p = params[int(idx)] if idx.isdigit() and int(idx) < len(params) else None
+        if p is None or (t.dim() > 0 and tuple(t.shape) != tuple(p.shape)):
+            return f"{label} optimizer state '{idx}.{k}' does not fit this config's parameters"
+    return None
+
+
+def check_compatible(
+    path: Path,
+    models: Models,
+    nets: dict[str, dict[str, torch.Tensor]],
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> None:
+    """Raise ``CheckpointMismatch`` naming the first tensor (name, shape, dtype) or optimizer
+    of checkpoint ``path`` that differs from the freshly built ``models``."""
+    problem = _compare("G", nets["g"], models.g) or _compare("D", nets["d"], models.d)
+    if problem is None and models.g_ema is not None and "g_ema" in nets:
+        problem = _compare("the EMA of G", nets["g_ema"], models.g_ema.module)
+    if problem is None and models.g_ema is None and "g_ema" in nets:  # it would be dropped
+        problem = "the checkpoint keeps an EMA of G (model.ema) that this config does not"
+    optim: dict[str, Any] = meta["optim"] if isinstance(meta.get("optim"), dict) else {}
+    for net, opt in (("g", models.opt_g), ("d", models.opt_d)):
+        if problem is None and isinstance(optim.get(net), dict):
+            key = f"optim.{net}.name"
+            problem = _compare_optimizer(net.upper(), key, optim[net], state, opt)
+    if problem is not None:
+        raise CheckpointMismatch(f"{path}: does not match this config: {problem}")
+
+
 def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
     """Restore networks, optimizers and RNG states; return the counters of state.json.
 
     Every file is checked before it is used (tensor names, shapes and dtypes, the types of
     state.json's fields): a checkpoint that fails is a CheckpointError naming the file, so a
-    resume falls back to ``previous`` instead of failing later with a traceback.
+    resume falls back to ``previous`` instead of failing later with a traceback. One that
+    reads but does not fit ``models`` (other nets, optimizers or data) raises
+    ``CheckpointMismatch`` before anything is loaded: the resume is refused.
     """
     meta = verify(path)
     g = _read_tensors(path / "g.safetensors", device)
     d = _read_tensors(path / "d.safetensors", device)
     state = _read_tensors(path / "state.safetensors", "cpu")
+    ema_path = path / "g_ema.safetensors"
+    nets = {"g": g, "d": d}
+    if ema_path.exists():  # read even when this config keeps no EMA: dropping it is refused
+        nets["g_ema"] = _read_tensors(ema_path, device)
+    try:  # sound but built for other nets or optimizers: refused, never skipped
+        check_compatible(path, models, nets, state, meta)
+    except CheckpointMismatch:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path}: state.json is damaged ({type(e).__name__})") from None
     check_tensors(path / "g.safetensors", g, models.g)
     check_tensors(path / "d.safetensors", d, models.d)
     ema = None
-    ema_path = path / "g_ema.safetensors"
-    if models.g_ema is not None and ema_path.exists():
-        ema = _read_tensors(ema_path, device)
+    if models.g_ema is not None and "g_ema" in nets:
+        ema = nets["g_ema"]
         check_tensors(ema_path, ema, models.g_ema.module)
     opt = meta["optim"]
     _check_groups(path, "g", models.opt_g, opt["g"]["param_groups"])
@@ -512,6 +633,17 @@ def find_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
             problems.append(str(e))
     if problems:
         raise CheckpointError("; ".join(problems))
+    others = [t for t in ("best", "last") if t not in prefer and (ckpt_dir / t).is_dir()]
+    if others:  # e.g. --checkpoint best on a run that never evaluated
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}; 'best' "
+            f"is kept only when eval.every is set); use --checkpoint {others[0]}"
+        )
+    if (run_dir / "config.yaml").exists():  # a run stopped before its first checkpoint
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}): the run "
+            f"stopped before its first one; continue it with 'ganforge train --resume {run_dir}'"
+        )
     raise CheckpointError(
         f"{run_dir}: no checkpoint found under checkpoints/ ({'/'.join(prefer)}); "
         "train first with 'ganforge train --out DIR'"

@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, metavar="N", help="random seed (sets train.seed)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), help="sets train.device")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out DIR holding a run: move that run aside (DIR.replaced-<time>, still "
+        "resumable there) and start a fresh one in DIR",
+    )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.add_argument(
         "--tensorboard",
@@ -209,8 +215,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     verbose = not args.quiet
     if args.resume:
-        if args.recipe or args.out:
-            raise GanforgeError("--resume continues a run in place; drop --recipe and --out")
+        if args.recipe or args.out or args.overwrite:
+            raise GanforgeError(
+                "--resume continues a run in place; drop --recipe, --out and --overwrite"
+            )
         run = api.resume(args.resume, overrides=overrides, verbose=verbose)
     else:
         if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -218,10 +226,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "under torchrun give --out DIR: every process must name the same run directory"
             )
         recipe = args.recipe or "vanilla-fmnist"
-        run = api.train(recipe, out=args.out, overrides=overrides, verbose=verbose)
+        run = api.train(
+            recipe, out=args.out, overrides=overrides, verbose=verbose, overwrite=args.overwrite
+        )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 speaks for the job
     result = run.result
+    if result.get("complete"):  # resumed at its end: nothing trained, nothing written
+        print(f"{run.dir} is already complete at step {result['steps']:,}; nothing to do "
+              "(to train longer: --resume with --set train.iterations=N)")  # fmt: skip
+        return 0
     print(
         f"done: {result['steps']:,} steps, {result['images']:,} images in "
         f"{result['wall_s']:.1f} s ({result['img_s']:,.0f} img/s); run directory: {run.dir}"
@@ -326,7 +340,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Grid (or scatter, for 2-D data) of ``n`` samples from a run's saved generator; of one
     class (``--class``) or of every class in turn for a class-conditional run."""
     from . import api
-    from .visual import render
+    from .data import data_shape
+    from .runfiles import check_output_file
+    from .visual import check_output, render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
@@ -335,8 +351,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    classes = read_config(run_dir / "config.yaml").model.num_classes
-    y, cols = sample_labels(args.n, classes, args.class_, str(run_dir))  # before any loading
+    cfg = read_config(run_dir / "config.yaml")
+    y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     if args.format == "dir":  # one PNG per sample (export.py)
         from .export import sample_dir
         from .seeding import resolve_device
@@ -345,9 +361,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         print(sample_dir(run_dir, args.n, out, args.seed, args.checkpoint, device, y))
         return 0
-    run = api.load(run_dir, args.checkpoint or "best", device=args.device)
+    out = Path(args.output or "samples.png")  # its format and folder are checked before work
+    check_output_file(out, f"-o {out}")
+    check_output(out, len(data_shape(cfg.data)) == 1, args.n)
+    run = api.load(
+        run_dir, args.checkpoint or "best", device=args.device, fallback=not args.checkpoint
+    )
     fake = run.sample(args.n, seed=args.seed, labels=y)
-    out = Path(args.output or "samples.png")
     ckpt = run.checkpoint
     assert ckpt is not None  # load() always finds one
     render(fake, out, (math.ceil(args.n / cols), cols), run.config.data.range, title=str(ckpt))
@@ -456,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         from .errors import Preempted  # a stop by signal is not an error
 
         kind = "" if isinstance(e, Preempted) else "error: "
-        print(f"ganforge: {kind}{e}", file=sys.stderr)
+        one_line = str(e).replace("\n", "\\n")  # a path may hold a newline: still one line
+        print(f"ganforge: {kind}{one_line}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)

@@ -471,9 +471,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    from .runfiles import atomic_write_text  # synced and renamed: a full disk keeps the old one
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
@@ -482,8 +482,8 @@ def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
         raw = load_yaml(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config.yaml; is this a ganforge run directory?") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
+    except OSError as e:  # a folder in its place, unreadable
+        raise ConfigError(f"{path}: cannot be read ({e.strerror}); move it away") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_reason(e)})") from None
     if not isinstance(raw, dict):

@@ -45,12 +45,40 @@ class Diverged(GanforgeError):
 
 
 class Preempted(GanforgeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written before stopping."""
+    """SIGTERM, SIGINT or SIGHUP arrived; a checkpoint was written before stopping.
 
-    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+    ``during`` names a phase that was cut short (data loading, an evaluation, the report);
+    ``saved`` is False when there was nothing to save yet (the data was still loading), and
+    ``complete`` True when the run had already finished (the report was being written).
+    """
+
+    def __init__(
+        self,
+        signum: int,
+        step: int | None,
+        run_dir: Path,
+        during: str = "",
+        saved: bool = True,
+        complete: bool = False,
+    ) -> None:
         name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} after step {step}; checkpoint saved; continue with "
-            f"'ganforge train --resume {run_dir}'"
-        )
-        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report
+        during = f" {during}" if during else ""
+        if complete:
+            text = (
+                f"stopped by {name}{during}; the run is complete (step {step}, checkpoint "
+                f"saved); write its report with 'ganforge report {run_dir}'"
+            )
+        elif not saved:
+            again = (
+                f"continue with 'ganforge train --resume {run_dir}'"
+                if (run_dir / "config.yaml").exists()
+                else "start the same command again to train"
+            )
+            text = f"stopped by {name}{during}, before any training step; nothing to save; {again}"
+        else:
+            text = (
+                f"stopped by {name}{during} after step {step}; checkpoint saved; continue with "
+                f"'ganforge train --resume {run_dir}'"
+            )
+        super().__init__(text)
+        self.exit_code = 128 + signum  # 143 SIGTERM, 130 SIGINT, 129 SIGHUP, as shells report

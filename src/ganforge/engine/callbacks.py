@@ -19,6 +19,7 @@ below (sample grids, checkpoints, evaluation) are callbacks too and run first.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from .evaluation import TrainingEval
+    from .guard import StopSignals
     from .record import Recorder
 
 EVENTS = (
@@ -93,6 +95,15 @@ class TrainState:
     rollbacks: int = 0  # divergence rollbacks so far (train.rollback)
     recorder: Recorder | None = None
     callbacks: Sequence[Any] = field(default_factory=tuple)
+    stop: StopSignals | None = None  # the run's signal handler (long phases stop at once)
+    distributed: bool = False  # under torchrun: ranks agree on stops at their next step
+    initial: Models | None = None  # the seed's initial state (train.rollback before a checkpoint)
+
+    def save_now(self) -> None:
+        """Write ``checkpoints/last`` at the current step (a stop in a long phase)."""
+        for cb in self.callbacks:
+            if isinstance(cb, Checkpoints):
+                cb.save(self)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -194,6 +205,9 @@ class Checkpoints(Callback):
     def on_step_end(self, state: TrainState, out: dict[str, torch.Tensor]) -> None:
         if state.step % self.every and not state.final and not state.stopping:
             return
+        self.save(state)
+
+    def save(self, state: TrainState) -> None:
         models = state.models
         check_parameters({"generator": models.g, "discriminator": models.d}, state.step)
         if not state.main:
@@ -220,9 +234,17 @@ class Evaluations(Callback):
         self.evaluator = evaluator
 
     def on_step_end(self, state: TrainState, out: dict[str, torch.Tensor]) -> None:
-        if not self.evaluator.due(state.step, state.total):
+        # not when stopping: the checkpoint is saved and the signal waits for nothing
+        if not self.evaluator.due(state.step, state.total) or state.stopping:
             return
-        rec = self.evaluator.run(state.models, state.run_dir / "checkpoints", state.counters)
+        phase = contextlib.nullcontext()
+        if state.stop is not None:  # a signal ends the evaluation at once, with a checkpoint
+            phase = state.stop.phase(
+                "during the evaluation", state.step, state.run_dir, state.save_now,
+                not state.distributed,
+            )  # fmt: skip
+        with phase:
+            rec = self.evaluator.run(state.models, state.run_dir / "checkpoints", state.counters)
         if state.recorder is not None:
             state.recorder.write(rec)
         state.say(self.evaluator.describe(rec))

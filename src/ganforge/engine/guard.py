@@ -4,16 +4,28 @@ stop at the first non-finite number.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
 import torch
 
-from ..errors import Diverged, GanforgeError
+from ..errors import Diverged, GanforgeError, Preempted
+
+
+class StopNow(BaseException):
+    """Raised by the signal handler inside ``StopSignals.immediate()``: a phase that cannot
+    wait for the end of a training step (loading data, an evaluation, the report) ends at
+    once. A BaseException, so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class RunLock:
@@ -38,8 +50,8 @@ class RunLock:
                 f"{self.path.parent} is being trained by another process; wait for it to "
                 "finish or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        # nothing is written into the lock file (status.json names the process): a refused
+        # command leaves the run directory byte-identical, and a full disk cannot stop it here
         self.fd = fd
         return self
 
@@ -54,8 +66,33 @@ class RunLock:
             self.fd = None
 
 
+def _terminals() -> list[int]:
+    """Which of stdout and stderr are terminals (asked while the terminal is alive: after a
+    hang-up ``isatty`` itself fails)."""
+    out = []
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                out.append(fd)
+    return out
+
+
+def _detach_terminal(fds: list[int]) -> None:
+    """Point ``fds`` (stdout, stderr on a terminal) at /dev/null: after a hang-up (a closed
+    SSH session) a write to the old terminal fails with EIO, which must not stop the run
+    before its checkpoint; the reason still goes to status.json."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+
 class StopSignals:
-    """Turn SIGTERM / SIGINT into a request the loop honours after the current step.
+    """Turn SIGTERM / SIGINT / SIGHUP into a request the loop honours after the current step.
+
+    SIGHUP is what a closed terminal (a dropped SSH session) sends: the same clean stop.
+    Inside ``immediate()`` (long phases without steps) the request raises ``StopNow`` at once.
 
     A second signal of the same kind while stopping falls back to the previous handler's
     behaviour, so a stuck run can still be interrupted; one of the other kind does not: a
@@ -63,11 +100,13 @@ class StopSignals:
     the workers must still save their checkpoint. Previous handlers are restored on exit.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._immediate = False
+        self._ttys: list[int] = []
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signum:  # asked twice: stop now
@@ -77,10 +116,16 @@ class StopSignals:
             raise KeyboardInterrupt
         if self.signum is None:  # the first signal names the stop
             self.signum = signum
+        if signum == signal.SIGHUP:  # the terminal is gone: writing to it would fail
+            _detach_terminal(self._ttys)
+        if self._immediate:
+            self._immediate = False  # raised once; the phase's clean-up runs undisturbed
+            raise StopNow(self.signum)
 
     def __enter__(self) -> StopSignals:
         import threading
 
+        self._ttys = _terminals()
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -94,6 +139,46 @@ class StopSignals:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    @contextlib.contextmanager
+    def immediate(self, enabled: bool = True) -> Iterator[None]:
+        """Within this block a stop request raises ``StopNow`` at once (also one that came
+        before the block began) instead of waiting for the end of a step."""
+        if not enabled:
+            yield
+            return
+        if self.signum is not None:
+            raise StopNow(self.signum)
+        self._immediate = True
+        try:
+            yield
+        finally:
+            self._immediate = False
+
+    @contextlib.contextmanager
+    def phase(
+        self,
+        during: str,
+        step: int | None,
+        run_dir: Path,
+        on_stop: Callable[[], None] | None = None,
+        enabled: bool = True,
+        saved: bool = True,
+        complete: bool = False,
+    ) -> Iterator[None]:
+        """A long phase a signal cuts short: ``on_stop`` (e.g. save a checkpoint) runs, then
+        ``Preempted`` (one line, exit code 128 + the signal) names the phase.
+
+        ``enabled`` False (under torchrun, where ranks must agree on a stop) leaves the
+        request to the loop's next step.
+        """
+        try:
+            with self.immediate(enabled):
+                yield
+        except StopNow as e:
+            if on_stop is not None:
+                on_stop()
+            raise Preempted(e.signum, step, run_dir, during, saved, complete) from None
 
 
 def check_losses(out: dict[str, torch.Tensor], step: int) -> None:

@@ -12,6 +12,7 @@ The parts: ``draw`` (a step's noise, label noise and augmentation generator), ``
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -26,18 +27,14 @@ import numpy as np
 import torch
 
 from .. import nets
-from ..checkpoint import (
-    Models,
-    atomic_write_text,
-    clean_leftovers,
-    load_checkpoint,
-)
+from ..checkpoint import Models, atomic_write_text, clean_leftovers
 from ..config import Config, save_config
 from ..data import TensorData, load_data
-from ..errors import CheckpointError, ConfigError, DataError, Diverged, Preempted
+from ..errors import ConfigError, DataError, Diverged, Preempted
 from ..losses import get_loss
 from ..nets import NetSpec
 from ..report.runlog import status_of_exception, write_status
+from ..runfiles import check_run_dir
 from ..seeding import (  # noqa: F401  (the stream numbers are part of this module's surface)
     STREAM_AUG,
     STREAM_INIT,
@@ -66,6 +63,7 @@ from .guard import RunLock, StopSignals, check_losses
 from .optim import make_optimizer
 from .progress import Progress
 from .record import Recorder, truncate_log
+from .resume import check_length, complete_summary, reinitialise, resume_point
 from .step import check_techniques, make_ema, set_threads, train_step
 
 
@@ -128,25 +126,6 @@ def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Pat
     )
     atomic_write_text(path, text)
     return text
-
-
-def _resume_point(
-    run_dir: Path, models: Models, device: torch.device, say, clean: bool = True
-) -> dict[str, Any]:
-    """Load the newest good checkpoint (last, else previous); counters of step 0 if none."""
-    ckpt_dir = run_dir / "checkpoints"
-    if clean:  # under torchrun only rank 0 touches the run directory
-        clean_leftovers(ckpt_dir)
-    for tag in ("last", "previous"):
-        path = ckpt_dir / tag
-        if not path.exists():
-            continue
-        try:
-            return load_checkpoint(path, models, device)
-        except CheckpointError as e:
-            say(f"warning: skipping checkpoint {path}: {e}")
-    say(f"warning: {run_dir} has no usable checkpoint; starting from step 0")
-    return {"step": 0}
 
 
 def _scale_lr(models: Models, factor: float) -> None:
@@ -235,13 +214,15 @@ def train(
     nets. Returns a summary: steps, images, wall time, images/s, final losses, the models.
     """
     check_callbacks(callbacks)
+    check_run_dir(run_dir, resume)  # one line before any work: a file, /proc, read-only
     # Under torchrun: join the process group; rank 0 alone locks and writes the run directory.
     dist, dist_device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     try:
-        with RunLock(run_dir) if dist.main else contextlib.nullcontext():
+        with RunLock(run_dir) if dist.main else contextlib.nullcontext(), StopSignals() as stop:
             device = dist_device or resolve_device(cfg.train.device)
             set_threads(cfg, device)  # train.threads (CPU)
-            data = (data or load_data(cfg.data)).to(device)
+            with stop.phase("while loading the data", None, run_dir, saved=False):
+                data = (data or load_data(cfg.data)).to(device)
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
             check_labels(cfg, data)
@@ -251,11 +232,10 @@ def train(
                 )
             length = Length.of(cfg, len(data), batch)
             models = build_models(cfg, data.shape, device, g, d)
-            with StopSignals() as stop:
-                return _train(
-                    cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
-                    dist, callbacks,
-                )  # fmt: skip
+            return _train(
+                cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
+                dist, callbacks,
+            )  # fmt: skip
     except RuntimeError as exc:  # a collective failed: another process died or hung?
         lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
         if lost is None:
@@ -286,28 +266,32 @@ def check_labels(cfg: Config, data: TensorData) -> None:
         )
 
 
-def _start(
-    state: TrainState, data: TensorData, resume: bool, dist: Dist, verbose: bool
-) -> tuple[int, int]:
-    """Resume (if asked), write config, summary and env; return (start step, rollbacks)."""
-    cfg, run_dir, models = state.cfg, state.run_dir, state.models
-    counters: dict[str, Any] = {"step": 0}
-    if resume:
-        if dist.active:  # rank 0 tidies interrupted saves before anyone reads
-            if dist.main:
-                clean_leftovers(run_dir / "checkpoints")
-            dist.barrier()
-        counters = _resume_point(run_dir, models, state.device, state.say, not dist.active)
+def _resume(state: TrainState, dist: Dist) -> dict[str, Any]:
+    """The counters of the newest good checkpoint, loaded into the models (step 0 if none);
+    a checkpoint that does not fit the config is refused before anything is written."""
+    run_dir = state.run_dir
+    if dist.active:  # rank 0 tidies interrupted saves before anyone reads
         if dist.main:
-            truncate_log(run_dir / "log.jsonl", counters["step"])
+            clean_leftovers(run_dir / "checkpoints")
+        dist.barrier()
+    return resume_point(run_dir, state.models, state.device, state.say, not dist.active, state.cfg)
+
+
+def _start(
+    state: TrainState, data: TensorData, counters: dict[str, Any], dist: Dist, verbose: bool
+) -> None:
+    """Write the run's files: the log cut back to a resumed step, config, summary, env."""
+    cfg, run_dir, models = state.cfg, state.run_dir, state.models
+    start = counters["step"]
     if dist.main:
+        if start:
+            truncate_log(run_dir / "log.jsonl", start)
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         write_summary(cfg, models, data.shape, run_dir / "summary.txt")
         env = _environment(state.device)
         env["world_size"] = dist.world
         atomic_write_text(run_dir / "env.json", json.dumps(env, indent=1))
-    start = counters["step"]
     if verbose:
         ng, nd = nets.count_params(models.g), nets.count_params(models.d)
         state.say(
@@ -316,7 +300,6 @@ def _start(
         )
         if start:
             state.say(f"resuming at step {start} of {state.total}")
-    return start, counters.get("rollbacks", 0)
 
 
 def _recover(state: TrainState, err: Diverged, dist: Dist) -> int:
@@ -326,7 +309,10 @@ def _recover(state: TrainState, err: Diverged, dist: Dist) -> int:
     if state.rollbacks >= cfg.train.rollback:
         raise err
     state.rollbacks += 1
-    counters = _resume_point(state.run_dir, state.models, state.device, state.say, dist.main)
+    counters = resume_point(state.run_dir, state.models, state.device, state.say, dist.main)
+    if "format" not in counters:  # no checkpoint yet: back to the seed's initial weights
+        assert state.initial is not None  # kept at step 0 whenever train.rollback is on
+        reinitialise(state.models, state.initial)
     _scale_lr(state.models, 0.5)
     state.say(
         f"{err}; rollback {state.rollbacks}/{cfg.train.rollback} to step "
@@ -359,8 +345,15 @@ def _train(
     state = TrainState(
         cfg, run_dir, models, device, length.total, length.steps_per_epoch, b, progress.message
     )
-    state.main = main
-    start, state.rollbacks = _start(state, data, resume, dist, verbose)
+    state.main, state.stop, state.distributed = main, stop, dist.active
+    counters = _resume(state, dist) if resume else {"step": 0}
+    if resume and check_length(run_dir, counters["step"], length.total):  # raises past the end
+        progress.close()
+        return complete_summary(run_dir, counters)  # already finished: nothing written
+    _start(state, data, counters, dist, verbose)
+    start, state.rollbacks = counters["step"], counters.get("rollbacks", 0)
+    if cfg.train.rollback and start == 0:  # a rollback before any checkpoint restores these
+        state.initial = copy.deepcopy(models)
     state.step = start
     progress.start_step = start
     # `models` keeps the plain modules (checkpoints, samples); the step sees DDP wrappers.
@@ -372,7 +365,9 @@ def _train(
             models.opt_g,
             models.opt_d,
         )
-    state.callbacks = _hooks(state, data, length, callbacks)
+    preparing = "while preparing the evaluation"
+    with stop.phase(preparing, start, run_dir, enabled=not dist.active, saved=start > 0):
+        state.callbacks = _hooks(state, data, length, callbacks)
     if main:
         write_status(
             run_dir, "running", total_steps=length.total, steps_per_epoch=length.steps_per_epoch
@@ -419,8 +414,10 @@ def _train(
                 raise Preempted(distributed.stop_signal(stop.signum), done, run_dir)
             step = done
     except BaseException as exc:
-        if main:
-            write_status(run_dir, status_of_exception(exc), error=str(exc) or type(exc).__name__)
+        if main:  # on a full disk this may fail too: the original error is the one to report
+            with contextlib.suppress(OSError):
+                reason = str(exc) or type(exc).__name__
+                write_status(run_dir, status_of_exception(exc), error=reason)
         raise
     finally:
         recorder.close()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import textwrap
@@ -138,10 +139,23 @@ class Progress:
                 return
         from tqdm import tqdm
 
+        try:  # a terminal that reports no size (a bare pty) gets 80 columns, not an empty bar
+            sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+        except (OSError, ValueError, AttributeError):
+            sized = False
+        if not sized:  # tqdm would hide every bar below row 0 of a 0-row screen
+            cols, rows = shutil.get_terminal_size((80, 24))
+            kw.update(dynamic_ncols=False, ncols=cols, nrows=rows)
         self.bar = _with_eta(tqdm)(file=self.stream, position=0, **kw)
         self.bar.progress = self
         self.status = tqdm(
-            file=self.stream, position=1, bar_format="{desc}", dynamic_ncols=True, leave=False
+            file=self.stream,
+            position=1,
+            bar_format="{desc}",
+            dynamic_ncols=sized,
+            ncols=None if sized else kw["ncols"],
+            nrows=None if sized else kw["nrows"],
+            leave=False,
         )
 
     def eta_s(self) -> float | None:

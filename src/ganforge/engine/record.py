@@ -14,6 +14,7 @@ import torch
 from ..errors import GanforgeError
 from ..report.runlog import log_lines
 from ..report.tb import TensorBoard
+from ..runfiles import AppendLog
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Recorder:
         self.path = run_dir / "log.jsonl" if main else Path(os.devnull)
         self.progress, self.dist = progress, dist
         self.tb = TensorBoard(run_dir, tensorboard and main, start_step)  # no-op unless asked
-        self.file = open(self.path, "a")
+        self.file = AppendLog(self.path)  # whole lines only: a full disk never cuts one
         self.last: dict[str, Any] | None = None
         self.reset()
         self.t_start = time.perf_counter()
@@ -100,7 +101,7 @@ class Recorder:
         self.file.close()
         if main:
             truncate_log(self.path, step)
-        self.file = open(self.path, "a")
+        self.file = AppendLog(self.path)
         self.reset()
 
     def close(self) -> None:

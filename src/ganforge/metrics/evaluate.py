@@ -31,6 +31,7 @@ from ..checkpoint import find_checkpoint, load_network, verify
 from ..config import Config, read_config
 from ..data import TensorData, data_shape, load_data, to_uint8
 from ..errors import GanforgeError
+from ..runfiles import atomic_write_text, check_output_file
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import features, inception, points, precision_recall
 from .metric import METRICS, get_metric
@@ -215,6 +216,7 @@ def evaluate_run(
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
+    check_output_file(run_dir / "metrics.json", f"evaluate {run_dir}")  # before any work
     dev = resolve_device(device)
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
@@ -232,7 +234,6 @@ def evaluate_run(
     ema = (ckpt / "g_ema.safetensors").is_file()
     result["protocol"]["generator"] = "the EMA of G" if ema else "G"
     result = {"run_dir": str(run_dir), "recipe": cfg.recipe, "data": cfg.data.name, **result}
-    from ..checkpoint import atomic_write_text
     from . import history
 
     out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from ..runfiles import atomic_write
+
 _NAME = re.compile(r"^(epoch|step)_(\d+)\.png$")
 MAX_PIXELS = 8192 * 8192  # a sample grid is far smaller; a larger header is not one of ours
 
@@ -127,7 +129,14 @@ def write_animation(
         ims.append(im)
     durations = [ms] * (len(ims) - 1) + [max(ms, 2000)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    ims[0].save(
-        path, save_all=True, append_images=ims[1:], duration=durations, loop=0, optimize=True
-    )
+    with atomic_write(path) as f:  # a full disk or a kill keeps the previous animation
+        ims[0].save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=ims[1:],
+            duration=durations,
+            loop=0,
+            optimize=True,
+        )
     return path

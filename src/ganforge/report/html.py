@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from PIL import Image
 
 from ..errors import GanforgeError
 from ..files import load_json, load_yaml
+from ..runfiles import atomic_write_text, check_output_file
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
 from .runlog import (
@@ -366,10 +366,9 @@ def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> 
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     out = Path(out) if out else run_dir / REPORT
+    check_output_file(out, f"report {run_dir}")  # before any work: a folder, read-only
     page = build_page(run_dir, out.parent, live)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(out, page)  # a full disk keeps the previous report
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import finite_number, load_json
+from ..runfiles import atomic_write_text
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "unknown")
@@ -194,9 +195,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
         data.pop("error", None)
         data["started"] = now
     data.update(fields, status=status, pid=os.getpid(), host=socket.gethostname(), updated=now)
-    tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)  # never a half-written status for a reader
+    atomic_write_text(path, json.dumps(data, indent=1))  # never half a status for a reader
 
 
 def status_of_exception(exc: BaseException) -> str:

@@ -1,0 +1,322 @@
+"""Files of a run directory: atomic writes, an append-only log, and paths checked before work.
+
+Every file ganforge keeps in a run directory is written through ``atomic_write`` (a temporary
+file in the same folder, flushed, fsynced and renamed over the old one, then the folder
+fsynced), so a full disk or a kill mid-write leaves the previous version intact. ``log.jsonl``
+is append-only through ``AppendLog``: a line that cannot be written whole is cut back off, so
+earlier lines never change and the next append starts on a clean line.
+
+``check_writable`` probes a folder by creating (and removing) a temporary file in it: the one
+test that also holds for root, whom permission bits do not stop but a read-only mount, an
+immutable folder or ``/proc`` do. Kept free of torch and matplotlib (``ganforge runs`` and the
+status writer import it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import GanforgeError
+
+
+class WriteError(OSError, GanforgeError):
+    """A run file could not be written; its previous version is kept.
+
+    Also an ``OSError``, so that code which tolerates failed writes (a status update while a
+    run is already failing) keeps doing so, while the CLI prints it as one line.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file object whose content replaces ``path`` only once it is complete and synced.
+
+    On any failure (a full disk, an exception in the ``with`` body, a signal) the temporary
+    file is removed and ``path`` keeps its previous content; an ``OSError`` becomes a one-line
+    ``WriteError`` naming the file.
+    """
+    path = Path(path)
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(
+                e.errno or errno.EIO,
+                f"could not write {path} ({_reason(e)}); its previous version is kept; "
+                "free disk space or check the folder's permissions",
+            ) from None
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write a text file atomically (see ``atomic_write``)."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write a binary file atomically (see ``atomic_write``)."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+class AppendLog:
+    """``log.jsonl`` opened for appending whole lines only.
+
+    ``write`` appends one complete text (lines ending in a newline) with a single
+    ``os.write`` on an ``O_APPEND`` descriptor; if the disk is full the part that reached the
+    file is cut back off, so the earlier lines stay as they were and the next append starts on
+    a clean line. Has ``write``, ``flush`` and ``close`` like the text file it replaces.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, text: str) -> int:
+        if self.fd is None:
+            raise ValueError("write to a closed log")
+        data = text.encode()
+        size = os.fstat(self.fd).st_size
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            raise WriteError(
+                e.errno or errno.EIO,
+                f"could not append to {self.path} ({_reason(e)}); the lines before are kept; "
+                "free disk space, then continue with 'ganforge train --resume "
+                f"{self.path.parent}'",
+            ) from None
+        return len(text)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Append one JSON record as a line."""
+        self.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        """Nothing is buffered: each ``write`` went to the file whole."""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> AppendLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- paths checked before work
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (lexically, as mkdir -p would walk)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (None: it can). Creates and removes one."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ganforge-probe-", dir=folder)
+    except OSError as e:
+        return _reason(e)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return None
+
+
+def check_writable(folder: Path | str, what: str, fix: str) -> None:
+    """Raise one line unless files can be created in ``folder`` (or, when it does not exist
+    yet, in the nearest existing folder above it, where it would be created).
+
+    ``what`` names the argument (e.g. "--out runs/a"), ``fix`` the way out.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GanforgeError(f"{what}: {folder} is a file, not a folder; {fix}")
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise GanforgeError(f"{what}: {base} is a file, so {folder} cannot be created; {fix}")
+    reason = _probe(base)
+    if reason is not None:
+        where = "" if base == Path(os.path.abspath(folder)) else f" ({base}, where it would go)"
+        raise GanforgeError(f"{what}: cannot write in {folder}{where}: {reason}; {fix}")
+
+
+def check_output_file(path: Path | str, what: str) -> None:
+    """Raise one line unless ``path`` can be written: not a folder, in a writable folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise GanforgeError(f"{what}: {path} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise GanforgeError(f"{what}: {path} is not a regular file; give another file name")
+    check_writable(path.parent if str(path.parent) else Path("."), what, "choose another path")
+
+
+# ---------------------------------------------------------------- run directories
+
+
+def safe_run_name(recipe: str) -> str:
+    """A run folder's name made from a recipe name: one path component, never a path.
+
+    ``--set recipe=/abs/path`` or ``../x`` must not put a run outside the runs folder.
+    """
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", recipe).strip(".-")
+    return name or "run"
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move an existing run directory out of the way (``RUN.replaced-<time>`` next to it) so
+    that a fresh run can start at its path; the old run stays whole and resumable there.
+
+    Refuses while another process trains it (its lock is held).
+    """
+    import fcntl
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would move it
+        raise GanforgeError(
+            "--overwrite is for single-process runs; move the old run away first, then --nproc"
+        )
+    lock = run_dir / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644) if run_dir.is_dir() else None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise GanforgeError(
+                    f"{run_dir} is being trained by another process; wait for it to finish"
+                ) from None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+        i = 1
+        while target.exists():
+            i += 1
+            target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{i}")
+        try:
+            os.rename(run_dir, target)
+        except OSError as e:
+            raise GanforgeError(
+                f"--overwrite: cannot move {run_dir} aside ({_reason(e)}); choose another --out"
+            ) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    fsync_dir(target.parent)
+    return target
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder tree; a symlink is unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+RUN_FOLDERS = ("checkpoints", "samples")
+RUN_FILES = (".lock", "config.yaml", "log.jsonl", "status.json", "env.json", "summary.txt")
+
+
+def check_run_layout(run_dir: Path) -> None:
+    """Raise one line when a name ganforge writes in a run directory is taken by something
+    else (a file named ``checkpoints``, a folder named ``log.jsonl``): found mid-run, it
+    would end in a traceback, or worse, a resume from step 0 over the run's log."""
+    for name in RUN_FOLDERS:
+        p = run_dir / name
+        if (p.exists() or p.is_symlink()) and not p.is_dir():
+            raise GanforgeError(
+                f"{p} is not a folder; ganforge keeps its {name} there: move it away"
+            )
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.exists() and not p.is_file():
+            raise GanforgeError(f"{p} is not a regular file; ganforge writes it: move it away")
+
+
+RUN_MARKS = ("config.yaml", "log.jsonl", "checkpoints", "status.json")
+
+
+def holds_run(run_dir: Path) -> str | None:
+    """The first file that shows ``run_dir`` holds a run, or part of one (None: it does not).
+
+    A run whose config.yaml was lost still has its checkpoints and log: a fresh run there
+    would append to the log and rotate the old checkpoints away.
+    """
+    for name in RUN_MARKS:
+        p = run_dir / name
+        if p.exists() or p.is_symlink():
+            return name
+    return None
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Before training: the run directory (or where it will be made) must take new files,
+    the names ganforge writes there must be free or its own, and a fresh run never goes
+    into a folder that holds (part of) another."""
+    if run_dir.is_dir():
+        check_run_layout(run_dir)
+        # under torchrun rank 0 may already have begun the run the others join
+        first = os.environ.get("RANK", "0") == "0"
+        mark = holds_run(run_dir) if first and not resume else None
+        if mark is not None:
+            raise GanforgeError(
+                f"--out {run_dir} already holds a run (or part of one: {mark}); continue it "
+                f"with --resume {run_dir}, choose another --out, or add --overwrite to move "
+                "that run aside"
+            )
+    if resume:
+        check_writable(
+            run_dir,
+            f"--resume {run_dir}",
+            "make it writable, or copy the run somewhere writable and resume the copy",
+        )
+    else:
+        check_writable(run_dir, f"--out {run_dir}", "choose another --out")
