@@ -4,6 +4,7 @@ data.background and the notes said when a folder loads, gaussian-2d's target as 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from PIL import Image
 from ganforge.cli import main
 from ganforge.config import DataConfig, load_config
 from ganforge.data import data_shape, load_data, resolve_path
-from ganforge.errors import ConfigError, DataError
-from ganforge.metrics import points
+from ganforge.errors import ConfigError, DataError, GanforgeError
+from ganforge.metrics import inception, points
 from ganforge.metrics.evaluate import Evaluation
 
 from conftest import write_idx
+from runhelpers import cli_idx_run
 
 TINY = ["--set", "train.iterations=2", "--set", "train.batch_size=4", "--set", "train.threads=1"]
 TINY += ["--set", "train.report=false", "--set", "data.download=false", "--device", "cpu"]
@@ -200,3 +202,73 @@ def test_gaussian_2d_target_is_config_and_the_evaluator_uses_it():
 def test_a_singular_gaussian_a_is_refused():
     with pytest.raises(ConfigError, match="data.gaussian_a: .* is singular"):
         load_config("gaussian-2d", ["data.gaussian_a=[[1, 2], [2, 4]]"])
+
+
+# ---------------------------------------------------------------- evaluating a folder run
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No cached Inception weights and no network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(inception, "online", lambda *a, **k: False)
+
+
+@pytest.fixture
+def folder_run(tmp_path):
+    run = tmp_path / "frun"
+    folder = pngs(tmp_path / "imgs", n=8, size=16)
+    argv = ["train", "-r", "dcgan-64", "--data", str(folder), "--out", str(run), "-q", *TINY]
+    assert main([*argv, "--set", "data.size=8"]) == 0
+    return run
+
+
+def test_a_folder_run_offline_gets_one_honest_line(folder_run, offline, capsys):
+    messages = []
+    for metrics in ([], ["--metrics", "fid"], ["--metrics", "fd"]):
+        assert main(["evaluate", str(folder_run), "--n", "10", *metrics]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ganforge: error: ") and err.count("\n") == 1
+        messages.append(err)
+    weights, _, classifier = messages
+    assert "Inception weights" in weights and "--inception-weights PATH" in weights
+    assert inception.WEIGHTS_URL in weights and "offline" in weights
+    assert "image-folder has no labels, so no classifier metrics" in weights
+    assert "fd,pr" not in weights  # no hint back to metrics that cannot work here
+    assert "has no labels; use --metrics fid,kid,inception-is" in classifier
+    assert "evaluator train" not in classifier  # nor to a classifier it cannot train
+    assert not (folder_run / "metrics.json").exists()
+
+
+def test_the_offline_line_of_a_labelled_run_names_its_classifier(offline):
+    cfg = load_config("vanilla-fmnist")
+    with pytest.raises(GanforgeError, match="or use the classifier metrics: --metrics fd"):
+        Evaluation(cfg, "fid")
+    cfg = load_config("dcgan-svhn")  # labelled, no evaluator shipped
+    with pytest.raises(GanforgeError, match="evaluator train --dataset svhn"):
+        Evaluation(cfg, "fid")
+
+
+def test_evaluate_real_dir_compares_with_any_folder(tmp_path, offline, capsys):
+    run = cli_idx_run(tmp_path / "fm")  # Fashion-MNIST: its classifier works offline
+    same = tmp_path / "same"
+    same.mkdir()
+    test = load_data(DataConfig(name="fashion-mnist", path=str(tmp_path / "fm" / "idx"))).x
+    for i, img in enumerate(test[:40]):
+        Image.fromarray(img[0].numpy()).save(same / f"{i}.png")
+    bright = pngs(tmp_path / "bright", n=40, size=28, mode="L", seed=7)
+    args = ["evaluate", str(run), "--n", "40", "--metrics", "fd"]
+    assert main([*args, "--real", str(same)]) == 0
+    out = json.loads((run / "metrics.json").read_text())
+    assert out["protocol"]["reference"] == {"real": f"{same} (40 images)", "n": 40}
+    assert main([*args, "--real", str(bright)]) == 0
+    other = json.loads((run / "metrics.json").read_text())
+    assert other["metrics"]["fd"] != out["metrics"]["fd"]
+    assert main([*args, "--real", str(tmp_path / "nowhere")]) == 2
+    assert "--real" in capsys.readouterr().err
+
+
+def test_real_is_for_image_runs(tmp_path):
+    cfg = load_config("gaussian-2d")
+    with pytest.raises(GanforgeError, match="--real is for image runs"):
+        Evaluation(cfg, real_dir=tmp_path)

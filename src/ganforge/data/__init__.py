@@ -94,6 +94,13 @@ def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     return shape
 
 
+def labelled(name: str) -> bool:
+    """Whether data set ``name`` carries class labels: the published image data sets do
+    (MNIST, Fashion-MNIST, SVHN, CIFAR-10: those with a file format of their own)."""
+    _register_all()
+    return name in OWN_FILES
+
+
 def _register_all() -> None:
     from . import folder, generated, images, points, python  # noqa: F401  (registers loaders)
 
