@@ -134,8 +134,9 @@ def _try(path: Path, size: int, channels: int, background: tuple[int, int, int])
 
 
 def _colour(rgb: tuple[int, int, int]) -> str:
+    """white, black, or #rrggbb: the background as the notes say it."""
     names = {(255, 255, 255): "white", (0, 0, 0): "black"}
-    return names.get(tuple(rgb), "#{:02x}{:02x}{:02x}".format(*rgb))
+    return names.get(rgb, "#{:02x}{:02x}{:02x}".format(*rgb))
 
 
 def notes(decoded: list[Decoded], size: int, background: tuple[int, int, int]) -> list[str]:
