@@ -52,6 +52,10 @@ class DataConfig:
     # gaussian-2d: points X @ A + b with X ~ N(0, I), so mean b and covariance A^T A
     gaussian_a: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 2.0), (-0.1, 0.5))
     gaussian_b: tuple[float, float] = (1.0, 2.0)
+    # image folders: stream from disk when the decoded images exceed data.memory_limit (auto),
+    # always or never; memory_limit in GiB, None = a quarter of RAM (data/stream.py)
+    stream: str = _f("auto", choices=("auto", "always", "never"))
+    memory_limit: float | None = _f(None, gt=0)
 
     def __post_init__(self) -> None:
         background_rgb(self.background)  # a ConfigError naming data.background if not a colour

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,7 @@ class TensorData:
     labels: torch.Tensor | None  # (N,) int64
     source: str  # where it was read from, for logs
     range: str = "tanh"  # images: "tanh" -> [-1, 1], "unit" -> [0, 1]
+    streamed: ClassVar[bool] = False  # True: read from disk as training goes (data/stream.py)
 
     @property
     def is_image(self) -> bool:
@@ -203,6 +205,8 @@ def load_data(cfg: DataConfig) -> TensorData:
 
 def select(data: TensorData, cfg: DataConfig) -> TensorData:
     """Class filter, limit, channel conversion, resize and padding: one place for every data set."""
+    if data.streamed:  # an image folder read from disk: decoded to measure already
+        return data
     x, labels = data.x, data.labels
     if cfg.classes is not None:
         if labels is None:

@@ -234,5 +234,41 @@ def image_folder(cfg: DataConfig) -> TensorData:
     root = _folder(cfg)
     size, channels = cfg.size or DEFAULT_SIZE, cfg.channels or 3
     background = background_rgb(cfg.background)
+    streamed = _streamed(root, cfg, size, channels, background)
+    if streamed is not None:
+        return streamed
     x, source = load_folder(root, size, channels, cfg.skip_bad, cfg.limit, background)
     return TensorData(x, None, source)
+
+
+def _streamed(
+    root: Path, cfg: DataConfig, size: int, channels: int, background: tuple[int, int, int]
+) -> TensorData | None:
+    """A ``StreamData`` when the folder is to be read from disk as training goes
+    (``data.stream``, ``data.memory_limit``), else None (decode it all into memory)."""
+    from .stream import StreamData, memory_budget
+
+    if cfg.stream == "never":
+        return None
+    files = list_images(root)[: cfg.limit]
+    decoded = len(files) * channels * size * size
+    budget = memory_budget(cfg.memory_limit)
+    if cfg.stream == "auto" and decoded <= budget:
+        return None
+    if len(files) < 2:
+        raise DataError(f"{root}: {len(files)} image(s); a GAN learns from many, add more images")
+    if cfg.pad:
+        raise DataError("data.pad is not supported on streamed data; set data.pad=0")
+    why = (
+        "data.stream=always"
+        if cfg.stream == "always"
+        else f"over data.memory_limit {budget / 2**30:.2f} GiB"
+    )
+    source = (
+        f"{root} ({len(files):,} images, streamed from disk: {decoded / 2**30:.2f} GiB "
+        f"decoded, {why})"
+    )
+    empty = torch.empty((0, channels, size, size), dtype=torch.uint8)
+    return StreamData(
+        empty, None, source, cfg.range, tuple(files), root, size, channels, background
+    )

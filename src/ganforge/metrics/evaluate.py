@@ -30,6 +30,7 @@ from .. import nets
 from ..checkpoint import find_checkpoint, load_weights, verify
 from ..config import Config, DataConfig, read_config
 from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
+from ..data.stream import StreamData
 from ..errors import GanforgeError
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import features, inception, points, precision_recall
@@ -160,9 +161,13 @@ class Evaluation:
         if real is None:
             real = load_data(replace(cfg.data, split=reference, limit=None))
         source = real.source
-        if len(real) > self.n:  # a seeded subset of n reference images
+        if len(real) > self.n or isinstance(real, StreamData):  # a seeded subset of n images
             gen = torch.Generator().manual_seed(seed)
-            real = TensorData(real.x[torch.randperm(len(real), generator=gen)[: self.n]], None, "")
+            index = torch.randperm(len(real), generator=gen)[: self.n]
+            if isinstance(real, StreamData):  # a folder read from disk: decode the subset
+                real = TensorData(real.take(index), None, source)
+            else:
+                real = TensorData(real.x[index], None, "")
         self.real = real.x
         self.reference = {"split": reference, "n": len(real)}
         if given and source:  # e.g. evaluate --real DIR: say which images
