@@ -355,3 +355,26 @@ def test_a_metric_of_ones_own_by_import_path(tmp_path, monkeypatch):
         run.evaluate(["points"])
     with pytest.raises(GanforgeError, match="unknown metric 'nope'"):
         run.evaluate(["nope"])
+
+
+def test_plugins_register_through_an_entry_point(tmp_path, monkeypatch):
+    """An installed package's ``ganforge.plugins`` entry point is imported when a name is not
+    known yet, and what it registers is then found by name."""
+    from ganforge import nets, registry
+
+    (tmp_path / "gfplug.py").write_text(
+        "from torch import nn\nfrom ganforge.nets import GENERATORS\n\n"
+        "@GENERATORS.register('plug-g')\ndef build(z_dim, shape):\n"
+        "    return nn.Sequential(nn.Linear(z_dim, shape[0]))\n"
+    )
+    dist = tmp_path / "gfplug-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gfplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ganforge.plugins]\nplug = gfplug\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(nets.GENERATORS, "_items", dict(nets.GENERATORS._items))
+    run = ganforge.train(
+        "gaussian-2d", out=tmp_path / "r", overrides=["model.g=plug-g"], verbose=False, **POINTS
+    )
+    assert "plug-g" in nets.GENERATORS and run.config.model.g == "plug-g"

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import nets
-from .checkpoint import find_checkpoint, load_weights, verify
+from .checkpoint import find_checkpoint, load_network, verify
 from .config import Config, load_config, read_config, recipe_dict, to_dict
 from .data import TensorData, data_shape, resolve_path, select, to_uint8
 from .errors import ConfigError, GanforgeError
@@ -312,7 +312,7 @@ def load(
     ckpt = find_checkpoint(run_dir, prefer)
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)
-    g.load_state_dict(load_weights(ckpt, "sampler", dev))
+    load_network(ckpt, "sampler", g, dev)
     out = Run(run_dir, cfg, g, None, checkpoint=ckpt)
     out._nets = (generator, discriminator)
     return out
@@ -358,7 +358,7 @@ class Run:
             d = nets.build_discriminator(
                 self.config.model, data_shape(self.config.data), self._nets[1]
             ).to(self.device)
-            d.load_state_dict(load_weights(self.checkpoint, "d", self.device))
+            load_network(self.checkpoint, "d", d, self.device)
             self._discriminator = d.eval()
         return self._discriminator
 

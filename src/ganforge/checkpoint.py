@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -25,9 +26,25 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from .errors import CheckpointError
+from .files import finite_number, load_json
 
 FORMAT = 1
 FILES = ("g.safetensors", "d.safetensors", "state.safetensors", "state.json")
+MAX_COUNT = 2**53  # steps, images: beyond any run, and exact as a JSON number everywhere
+COUNTERS = ("step", "epoch", "images", "rollbacks", "ema_updates")  # ints >= 0 in state.json
+# per-parameter state every optimizer step needs, by optimizer class (a missing one is damage)
+# the optimizers' own ranges (torch checks them when an optimizer is made, not when loaded)
+GROUP_RANGES = {
+    "lr": (0, math.inf),
+    "eps": (0, math.inf),
+    "weight_decay": (0, math.inf),
+    "alpha": (0, math.inf),
+    "momentum": (0, math.inf),
+    "betas": (0, 1),
+}
+TRI_STATE = ("foreach", "fused", "capturable", "differentiable")  # None or a flag, by device
+REQUIRED_GROUP_KEYS = ("lr", "betas", "alpha", "eps", "weight_decay")  # where the optimizer has it
+OPTIMIZER_STATE = {"Adam": ("step", "exp_avg", "exp_avg_sq"), "RMSprop": ("step", "square_avg")}
 OPTIONAL = ("g_ema.safetensors",)  # present when the run keeps an EMA of G (model.ema)
 
 
@@ -198,24 +215,138 @@ def clean_leftovers(ckpt_dir: Path) -> None:
             os.replace(old, final)
 
 
-def verify(path: Path) -> dict[str, Any]:
-    """Check a checkpoint folder against its manifest; return its state.json."""
-    manifest_path = path / "manifest.json"
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file of the checkpoint that must hold an object; any other content is damage."""
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
+        data = load_json(path.read_bytes())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json)") from None
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{path}: manifest.json is corrupted") from None
+        raise CheckpointError(f"{path.parent}: incomplete checkpoint (no {path.name})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror})") from None
+    except ValueError:  # not JSON, not UTF-8, nested too deep
+        raise CheckpointError(f"{path}: {what} is damaged (not JSON)") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {what} is damaged (not a JSON object)")
+    return data
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT
+
+
+def _is_number(value: Any) -> bool:
+    return finite_number(value)
+
+
+def check_state(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Raise CheckpointError unless ``state.json``'s fields have the types ganforge writes."""
+
+    def bad(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{path / 'state.json'}: {field} {why}; the checkpoint is damaged")
+
+    if state.get("format") != FORMAT:
+        raise bad("format", f"is {str(state.get('format'))[:20]!r}, expected {FORMAT}")
+    if "step" not in state:
+        raise bad("step", "is missing")
+    for key in COUNTERS:
+        if key in state and not _is_count(state[key]):
+            raise bad(key, "is not a count (an integer >= 0)")
+    optim = state.get("optim")
+    if not isinstance(optim, dict) or set(optim) != {"g", "d"}:
+        raise bad("optim", "is not an object with the optimizers g and d")
+    for net, entry in optim.items():
+        groups = entry.get("param_groups") if isinstance(entry, dict) else None
+        scalars = entry.get("scalars") if isinstance(entry, dict) else None
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise bad(f"optim.{net}.param_groups", "is not a list of objects")
+        if not isinstance(scalars, dict) or not all(_is_number(v) for v in scalars.values()):
+            raise bad(f"optim.{net}.scalars", "is not an object of numbers")
+        for key in scalars:
+            idx, _, name = key.partition(".")
+            if not (idx.isdigit() and name):
+                raise bad(f"optim.{net}.scalars", f"has a key {key[:30]!r} that is not INDEX.NAME")
+        for group in groups:
+            params = group.get("params")
+            if not isinstance(params, list) or not all(_is_count(i) for i in params):
+                raise bad(f"optim.{net}.param_groups.params", "is not a list of indices")
+    rng = state.get("rng")
+    if rng is not None and not isinstance(rng, dict):
+        raise bad("rng", "is not an object")
+    return state
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check a checkpoint folder against its manifest; return its (type-checked) state.json."""
+    manifest = _json_object(path / "manifest.json", "manifest.json")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise CheckpointError(f"{path}: manifest.json is corrupted (no map of file hashes)")
     if not set(FILES) <= set(files) <= set(FILES + OPTIONAL):
         raise CheckpointError(f"{path}: manifest.json lists unexpected files")
     for name, digest in files.items():
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: incomplete checkpoint ({name} is missing)")
-        if sha256_file(path / name) != digest:
+        try:
+            actual = sha256_file(path / name)
+        except OSError as e:
+            raise CheckpointError(f"{path / name}: cannot read it ({e.strerror})") from None
+        if actual != digest:
             raise CheckpointError(f"{path}: {name} fails its SHA-256 check (corrupted)")
-    return json.loads((path / "state.json").read_text())
+    return check_state(path, _json_object(path / "state.json", "state.json"))
+
+
+def _read_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file of the checkpoint; unreadable means damaged."""
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot read it ({why}); the checkpoint is damaged"
+        ) from None
+
+
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], net: torch.nn.Module) -> None:
+    """Raise CheckpointError unless ``tensors`` has exactly ``net``'s names, shapes and dtypes.
+
+    ``load_state_dict`` would convert a wrong dtype silently and names only the first of
+    several problems in a long message; this names the file and the first tensor that differs.
+    """
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    why = None
+    if missing:
+        why = f"tensor {missing[0]} is missing" + (
+            f" (and {len(missing) - 1} more)" * (len(missing) > 1)
+        )
+    elif extra:
+        why = f"it holds an unexpected tensor {extra[0][:60]}"
+    else:
+        for key, want in expected.items():
+            got = tensors[key]
+            if got.shape != want.shape or got.dtype != want.dtype:
+                why = (
+                    f"tensor {key} is {tuple(got.shape)} {str(got.dtype)[6:]}, "
+                    f"expected {tuple(want.shape)} {str(want.dtype)[6:]}"
+                )
+                break
+    if why:
+        raise CheckpointError(
+            f"{path}: {why}; the file is damaged or the run's config.yaml no longer matches it"
+        )
+
+
+def load_network(path: Path, name: str, net: torch.nn.Module, device: torch.device | str) -> None:
+    """Load network ``name`` ("g", "d", "g_ema", or "sampler": the EMA of G when kept, else G)
+    of checkpoint ``path`` into ``net``, after checking the file against ``net``."""
+    tensors = load_weights(path, name, device)
+    if name == "sampler":
+        name = "g_ema" if (path / "g_ema.safetensors").is_file() else "g"
+    check_tensors(path / f"{name}.safetensors", tensors, net)
+    net.load_state_dict(tensors)
 
 
 def load_weights(path: Path, name: str, device: torch.device | str = "cpu") -> dict:
@@ -224,10 +355,7 @@ def load_weights(path: Path, name: str, device: torch.device | str = "cpu") -> d
     verify(path)
     if name == "sampler":
         name = "g_ema" if (path / "g_ema.safetensors").is_file() else "g"
-    try:
-        return load_file(path / f"{name}.safetensors", device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read {name}.safetensors ({e})") from None
+    return _read_tensors(path / f"{name}.safetensors", device)
 
 
 def _match_layouts(opt: torch.optim.Optimizer) -> None:
@@ -245,33 +373,127 @@ def _match_layouts(opt: torch.optim.Optimizer) -> None:
                     st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
-    """Restore networks, optimizers and RNG states; return the counters of state.json."""
-    meta = verify(path)
+def _check_optimizer(path: Path, net: str, opt: torch.optim.Optimizer) -> None:
+    """Each loaded per-parameter state has the tensors a step needs, shaped like its parameter,
+    and each hyperparameter has the kind (number, flag, pair) the optimizer's own has."""
+    where = f"{path / 'state.safetensors'}: optimizer of {net}"
+    needed = OPTIMIZER_STATE.get(type(opt).__name__, ())
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            absent = [k for k in needed if k not in st]
+            if absent:
+                raise CheckpointError(f"{where}: state {absent[0]} is missing; damaged")
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape:
+                    raise CheckpointError(
+                        f"{where}: state {k} is {tuple(v.shape)}, its parameter "
+                        f"{tuple(p.shape)}; damaged or from other networks"
+                    )
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, (int, float)):
+        return "number" if finite_number(value) else "non-finite"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_kind(v) for v in value) + "]"
+    return type(value).__name__
+
+
+def _check_groups(path: Path, net: str, opt: torch.optim.Optimizer, groups: list) -> None:
+    """The saved param_groups must match the live optimizer's, key by key, in kind."""
+    live = opt.state_dict()["param_groups"]
+    where = f"{path / 'state.json'}: optim.{net}.param_groups"
+    if len(groups) != len(live):
+        raise CheckpointError(f"{where} has {len(groups)} groups, the optimizer {len(live)}")
+    for saved, own in zip(groups, live, strict=True):
+        for key, value in own.items():
+            if key == "params":
+                continue
+            if key not in saved:  # torch fills options added in later versions itself
+                if key in REQUIRED_GROUP_KEYS:
+                    raise CheckpointError(
+                        f"{where}: {key} is missing; damaged, or the optimizer was changed"
+                    )
+                continue
+            kinds = {_kind(saved[key]), _kind(value)}
+            if len(kinds) > 1 and not (key in TRI_STATE and kinds <= {"bool", "NoneType"}):
+                raise CheckpointError(
+                    f"{where}: {key} is {str(saved[key])[:30]!r}, expected a value like "
+                    f"{value!r}; the checkpoint is damaged"
+                )
+            numbers = saved[key] if isinstance(saved[key], list) else [saved[key]]
+            low, high = GROUP_RANGES.get(key, (-math.inf, math.inf))
+            if not all(isinstance(v, bool) or low <= v < high for v in numbers if _is_number(v)):
+                raise CheckpointError(
+                    f"{where}: {key} is {str(saved[key])[:30]}, outside [{low}, {high}); "
+                    "the checkpoint is damaged"
+                )
+
+
+def _restore_rng(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Set torch's, Python's and numpy's generators; a malformed state is damage."""
+    own = torch.get_rng_state()
+    saved = state.get("rng.torch")
+    if saved is None or saved.dtype != own.dtype or saved.shape != own.shape:
+        raise CheckpointError(f"{path / 'state.safetensors'}: rng.torch is missing or malformed")
     try:
-        models.g.load_state_dict(load_file(path / "g.safetensors", device=str(device)))
-        models.d.load_state_dict(load_file(path / "d.safetensors", device=str(device)))
-        state = load_file(path / "state.safetensors", device="cpu")
-        opt = meta["optim"]
+        if "rng" in meta:
+            _set_rng_state(meta["rng"])
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):
+        raise CheckpointError(f"{path / 'state.json'}: rng is malformed; damaged") from None
+    torch.set_rng_state(saved)
+    if "rng.cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state(state["rng.cuda"])
+        except (RuntimeError, TypeError):
+            raise CheckpointError(f"{path / 'state.safetensors'}: rng.cuda is malformed") from None
+
+
+def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
+    """Restore networks, optimizers and RNG states; return the counters of state.json.
+
+    Every file is checked before it is used (tensor names, shapes and dtypes, the types of
+    state.json's fields): a checkpoint that fails is a CheckpointError naming the file, so a
+    resume falls back to ``previous`` instead of failing later with a traceback.
+    """
+    meta = verify(path)
+    g = _read_tensors(path / "g.safetensors", device)
+    d = _read_tensors(path / "d.safetensors", device)
+    state = _read_tensors(path / "state.safetensors", "cpu")
+    check_tensors(path / "g.safetensors", g, models.g)
+    check_tensors(path / "d.safetensors", d, models.d)
+    ema = None
+    ema_path = path / "g_ema.safetensors"
+    if models.g_ema is not None and ema_path.exists():
+        ema = _read_tensors(ema_path, device)
+        check_tensors(ema_path, ema, models.g_ema.module)
+    opt = meta["optim"]
+    _check_groups(path, "g", models.opt_g, opt["g"]["param_groups"])
+    _check_groups(path, "d", models.opt_d, opt["d"]["param_groups"])
+    try:
+        models.g.load_state_dict(g)
+        models.d.load_state_dict(d)
         models.opt_g.load_state_dict(_join_optimizer("opt_g", state, opt["g"]))
         models.opt_d.load_state_dict(_join_optimizer("opt_d", state, opt["d"]))
+        _check_optimizer(path, "G", models.opt_g)
+        _check_optimizer(path, "D", models.opt_d)
         _match_layouts(models.opt_g)
         _match_layouts(models.opt_d)
         if models.g_ema is not None:  # a run that had no EMA yet starts one from G
             models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
-            ema_path = path / "g_ema.safetensors"
-            if ema_path.exists():
-                models.g_ema.module.load_state_dict(load_file(ema_path, device=str(device)))
+            if ema is not None:
+                models.g_ema.module.load_state_dict(ema)
     except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
             f"{path}: does not match this recipe's networks ({type(e).__name__}); "
             "resume with the run's own config"
         ) from None
-    torch.set_rng_state(state["rng.torch"])
-    if "rng" in meta:
-        _set_rng_state(meta["rng"])
-    if "rng.cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["rng.cuda"])
+    _restore_rng(path, state, meta)
     return meta
 
 
@@ -301,7 +523,7 @@ def checkpoint_generator(ckpt: Path) -> str:
     if not (ckpt / "g_ema.safetensors").is_file():
         return "G"
     try:
-        n = json.loads((ckpt / "state.json").read_text()).get("ema_updates")
+        n = load_json((ckpt / "state.json").read_text()).get("ema_updates")
     except (OSError, ValueError):
         n = None
     return f"the EMA of G ({n:,} updates)" if isinstance(n, int) else "the EMA of G"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .files import YamlLimitError, load_yaml
 from .registry import is_import_path
 
 
@@ -37,15 +38,15 @@ class DataConfig:
     path: str | None = None  # explicit location; else $GANFORGE_DATA, system folders, download
     split: str = _f("train", choices=("train", "test", "train+test"))
     classes: tuple[int, ...] | None = None  # keep only these labels (labelled sets)
-    size: int | None = _f(None, gt=0)  # resize (and center-crop) images to size x size
+    size: int | None = _f(None, gt=0, le=1024)  # resize (and center-crop) images to size x size
     channels: int | None = _f(None, choices=(1, 3))  # convert to grayscale or RGB
-    pad: int = _f(0, ge=0)  # zero-pad images on each side by this many pixels, in black
+    pad: int = _f(0, ge=0, le=256)  # zero-pad images on each side by this many pixels, in black
     skip_bad: bool = False  # image folders: skip unreadable files (counted) instead of failing
     range: str = _f("tanh", choices=("tanh", "unit"))  # tanh: [-1, 1]; unit: [0, 1]
     shuffle: bool = True  # False walks the data in order, wrapping around (seed 003)
     download: bool = True  # allow torchvision's download when no local copy is found
     limit: int | None = _f(None, gt=0)  # use only the first N examples (quick runs, tests)
-    points: int = _f(1000, gt=0)  # number of points of a generated (2-D) data set
+    points: int = _f(1000, gt=0, le=10_000_000)  # number of points of a generated (2-D) data set
     shape: tuple[int, ...] | None = None  # data given from Python: the shape of one example
     # image folders: the colour transparent pixels are laid on (a name, #rrggbb or [r, g, b])
     background: tuple[int, int, int] | str = "white"
@@ -94,12 +95,12 @@ class ModelConfig:
 
     g: str = "mlp"
     d: str = "mlp"
-    z_dim: int = _f(100, gt=0)
+    z_dim: int = _f(100, gt=0, le=10_000)
     z_dist: str = _f("normal", choices=("normal", "uniform"))  # uniform is U[-1, 1]
     init_std: float | None = _f(None, gt=0)  # N(0, std) init of conv/linear weights
     g_args: dict[str, Any] = _f({})  # extra keyword arguments of the G builder
     d_args: dict[str, Any] = _f({})  # extra keyword arguments of the D builder
-    num_classes: int | None = _f(None, gt=1)  # conditional G and D on the data's labels
+    num_classes: int | None = _f(None, gt=1, le=100_000)  # conditional G and D on the data's labels
     spectral_norm: bool = False  # spectral normalisation of D's conv and linear weights
     pack: int = _f(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (1 = off)
     ema: float | None = _f(None, gt=0, lt=1)  # decay of an EMA copy of G used for sampling
@@ -150,7 +151,7 @@ class OptimConfig:
 
     name: str = _f("adam", choices=("adam", "rmsprop"))
     lr: float = _f(2e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam
+    betas: tuple[float, float] = _f((0.5, 0.999), ge=0, lt=1)  # Adam's (beta1, beta2)
     alpha: float = _f(0.99, gt=0, le=1)  # RMSprop's smoothing constant (Keras' rho)
     eps: float = _f(1e-8, gt=0)
     clip_value: float | None = _f(None, gt=0)  # clip each gradient element to [-c, c]
@@ -167,7 +168,7 @@ class OptimPair:
 class TrainConfig:
     """Length, batching, precision, and how often to log, sample and checkpoint."""
 
-    batch_size: int = _f(128, gt=0)
+    batch_size: int = _f(128, gt=0, le=1_000_000)
     epochs: int | None = _f(200, gt=0)
     iterations: int | None = _f(None, gt=0)  # when set, the run's length in steps
     max_seconds: float | None = _f(None, gt=0)  # end the run after this much training time
@@ -181,7 +182,7 @@ class TrainConfig:
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     progress_every_s: float = _f(30.0, gt=0)  # piped output: seconds between progress lines
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
-    grid: tuple[int, int] = (8, 8)  # rows, columns of the fixed-noise sample grid
+    grid: tuple[int, int] = _f((8, 8), gt=0, le=100)  # rows, columns of the fixed-noise samples
     checkpoint_every: int | None = _f(None, gt=0)  # steps between checkpoints; None = samples'
     rollback: int = _f(0, ge=0, le=3)  # on divergence, retry from the last checkpoint at half
     # the learning rate, at most this many times (0 = stop with an error at once)
@@ -189,7 +190,9 @@ class TrainConfig:
     report: bool = True  # write RUN_DIR/report.html when training ends
     batch_per_rank: bool = False  # under torchrun: batch_size is per process, not global
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over all processes
-    dist_timeout: float = _f(900.0, gt=0)  # seconds a collective may wait before failing
+    dist_timeout: float = _f(
+        900.0, gt=0, le=604_800
+    )  # seconds a collective may wait before failing
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,9 @@ class EvalConfig:
     """Sample-quality evaluation during training (``ganforge.metrics``); off by default."""
 
     every: int | None = _f(None, gt=0)  # steps between evaluations (and at the end); None = off
-    n: int | None = _f(None, gt=0)  # samples per evaluation; None = 10,000 images / 2,500 points
+    n: int | None = _f(
+        None, gt=0, le=1_000_000
+    )  # samples per evaluation; None = 10,000 images / 2,500 points
     metrics: tuple[str, ...] | None = None  # e.g. [fd, pr, is, coverage]; None = the data's set
     reference: str = _f("test", choices=("test", "train"))  # real split compared against
     seed: int = _f(0, ge=0)  # seed of the evaluation noise (the same at every evaluation)
@@ -224,11 +229,13 @@ DEFAULT_RECIPE = "vanilla-fmnist"
 # ---------------------------------------------------------------- recipes
 
 
-def safe_yaml(text: str, where: str) -> Any:
-    """YAML text -> plain data (``yaml.safe_load``: no Python objects); a one-line
-    ConfigError naming ``where`` when it is not valid YAML."""
+def safe_yaml(text: str | bytes, where: str) -> Any:
+    """YAML text -> plain data (a bounded SafeLoader: no Python objects, limited nesting and
+    aliases); a one-line ConfigError naming ``where`` when it is not valid YAML."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except YamlLimitError as e:
+        raise ConfigError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML ({e.__class__.__name__})") from None
 
@@ -244,12 +251,27 @@ def recipe_dict(name: str) -> dict[str, Any]:
     if name not in names:
         raise ConfigError(f"unknown recipe {name!r}; choose one of: {', '.join(names)}")
     text = (resources.files("ganforge") / "recipes" / f"{name}.yaml").read_text()
-    raw = yaml.safe_load(text) or {}
+    try:
+        raw = load_yaml(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {name}: not valid YAML ({_yaml_reason(e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"recipe {name}: expected a mapping of config keys")
     raw.setdefault("recipe", name)
     return raw
 
 
 # ---------------------------------------------------------------- building and checking
+
+
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    """One line on why YAML was refused: the limit's own words, else the error's class."""
+    return str(e) if isinstance(e, YamlLimitError) else e.__class__.__name__
+
+
+# Bounds every number of a config must meet whatever its field's own range: torch's int64 for
+# integers, and finite floats (NaN passes no comparison, inf passes "greater than 0").
+INT_MAX = 2**63 - 1
 
 
 def _type_name(tp: Any) -> str:
@@ -280,15 +302,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], key) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+            raise ConfigError(
+                f"{key}: expected {len(args)} values, got {len(value)} ({_short(value)})"
+            )
         return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_short(value)}")
         return dict(value)
     if tp is Any:
         return value
@@ -297,39 +321,69 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
             return value.lower() in ("true", "yes")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {_short(value)}")
     if tp is int:
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and len(value) < 100:
             try:
-                return int(value.replace("_", ""))
+                number = int(value.replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
+        if abs(number) > INT_MAX:
+            raise ConfigError(f"{key}: {_short(number)} is too large (at most {INT_MAX})")
+        return number
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str) and len(value) < 100:
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = None if number is None else float(number)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {_short(value)}")
     raise ConfigError(f"{key}: cannot read a value of type {_type_name(tp)}")
 
 
+def _range(meta: typing.Mapping[str, Any]) -> str:
+    """The valid range of a field's metadata in interval notation, e.g. ``[0, 1)``."""
+    low = f"[{meta['ge']}" if "ge" in meta else f"({meta['gt']}" if "gt" in meta else "(-inf"
+    high = f"{meta['le']}]" if "le" in meta else f"{meta['lt']})" if "lt" in meta else "inf)"
+    return f"{low}, {high}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message stays one short line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python converts to text
+        return "a number of thousands of digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
-    """Apply the field's validation metadata."""
+    """Apply the field's validation metadata (to each item of a tuple)."""
     if value is None:
         return
-    if isinstance(value, tuple) and "choices" in meta:  # a list of choices: check each
+    if isinstance(value, tuple):  # a list of choices, betas, a grid: check each item
         for item in value:
             _check(item, meta, key)
         return
@@ -340,27 +394,37 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         if value not in allowed and not plugin:
             choices = ", ".join(str(c) for c in allowed)
             hint = " (or package.module:attr)" if callable(meta["choices"]) else ""
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of: {choices}{hint}")
+            raise ConfigError(
+                f"{key}: {_short(value)} is not allowed; choose one of: {choices}{hint}"
+            )
+    valid = f"valid range {_range(meta)}"
     if "gt" in meta and not value > meta["gt"]:
-        raise ConfigError(f"{key}: must be greater than {meta['gt']}, got {value!r}")
+        raise ConfigError(
+            f"{key}: must be greater than {meta['gt']}, got {_short(value)} ({valid})"
+        )
     if "ge" in meta and not value >= meta["ge"]:
-        raise ConfigError(f"{key}: must be at least {meta['ge']}, got {value!r}")
+        raise ConfigError(f"{key}: must be at least {meta['ge']}, got {_short(value)} ({valid})")
     if "le" in meta and not value <= meta["le"]:
-        raise ConfigError(f"{key}: must be at most {meta['le']}, got {value!r}")
+        raise ConfigError(f"{key}: must be at most {meta['le']}, got {_short(value)} ({valid})")
     if "lt" in meta and not value < meta["lt"]:
-        raise ConfigError(f"{key}: must be less than {meta['lt']}, got {value!r}")
+        raise ConfigError(f"{key}: must be less than {meta['lt']}, got {_short(value)} ({valid})")
 
 
 def build(cls: type, raw: typing.Mapping[str, Any] | None, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested mapping, strictly."""
     raw = {} if raw is None else raw
     if not isinstance(raw, typing.Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+        raise ConfigError(
+            f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {_short(raw)}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(fields)}")
+        name = unknown[0]
+        if not (isinstance(name, str) and name.isprintable() and len(name) <= 60):
+            name = _short(name)
+        raise ConfigError(f"unknown key {prefix}{name}; valid keys here: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         if name not in raw:
@@ -384,7 +448,9 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: the key is empty; write e.g. train.epochs=5")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
+    except YamlLimitError as e:
+        raise ConfigError(f"--set {key}: {e}") from None
     except yaml.YAMLError:
         value = text
     return key.split("."), value
@@ -452,11 +518,20 @@ def save_config(cfg: Config, path: Path) -> None:
 def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
     """Load a run's resolved ``config.yaml`` (plus overrides, e.g. a longer length)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config.yaml; is this a ganforge run directory?") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_reason(e)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
-    return load_config(base=raw, overrides=overrides)
+    try:
+        return load_config(base=raw, overrides=overrides)
+    except ConfigError as e:
+        try:  # a problem of the file itself (not of an override) names the file
+            load_config(base=raw)
+        except ConfigError:
+            raise ConfigError(f"{path}: {e}") from None
+        raise

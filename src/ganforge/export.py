@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import nets
-from .checkpoint import find_checkpoint, load_weights
+from .checkpoint import find_checkpoint, load_network
 from .config import Config, read_config
 from .data import data_shape
 from .errors import GanforgeError
@@ -56,7 +56,7 @@ def load_sampler(
     prefer = (checkpoint,) if checkpoint else ("best", "last")
     ckpt = find_checkpoint(run_dir, prefer)
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
-    g.load_state_dict(load_weights(ckpt, "sampler", device))
+    load_network(ckpt, "sampler", g, device)
     g.eval()
     return Sampler(g, cfg, ckpt, (ckpt / "g_ema.safetensors").is_file())
 

@@ -47,6 +47,8 @@ class Registry(Generic[T]):
                 "name it as package.module:attribute"
             )
         if name not in self._items:
+            load_plugins()  # installed packages may register more (entry points)
+        if name not in self._items:
             where = f"{key}: " if key else ""
             raise ConfigError(
                 f"{where}unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
@@ -61,6 +63,28 @@ class Registry(Generic[T]):
 
 
 PYTHON_PREFIX = "python:"  # an object given in-process, recorded by name only
+PLUGIN_GROUP = "ganforge.plugins"  # entry points whose modules register nets, losses, ...
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the modules of every ``ganforge.plugins`` entry point once, so the names they
+    register are known (a package declares ``[project.entry-points."ganforge.plugins"]
+    mynets = "mypkg.nets"``). A plugin that fails to import is a one-line ConfigError."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin names itself, not a traceback
+            raise ConfigError(
+                f"plugin {ep.name!r} ({ep.value}) failed to import: {type(e).__name__}: {e}; "
+                "fix or uninstall it"
+            ) from None
 
 
 def is_import_path(name: str) -> bool:

@@ -16,7 +16,9 @@ their path relative to the folder: the load stops with a DataError naming them, 
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -103,13 +105,41 @@ def _flatten_alpha(img: Image.Image, background: tuple[int, int, int]) -> Image.
     return img
 
 
+@functools.cache
+def raster_formats() -> list[str]:
+    """Pillow's format names for ``SUFFIXES``: files are decoded only by these plugins, whatever
+    their bytes claim (an EPS renamed x.png would otherwise run Ghostscript)."""
+    Image.init()
+    return sorted({f for ext, f in Image.registered_extensions().items() if ext in SUFFIXES})
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse anything but a regular file before opening it: opening a FIFO blocks until a
+    writer comes, a device may never end; a symlink loop or a dangling link is an OSError."""
+    mode = os.stat(path).st_mode  # follows symlinks
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "not a regular file"
+        )
+        raise BadImage(f"{kind}, not an image file")
+
+
 def decode(
     path: Path, size: int, channels: int, background: tuple[int, int, int] = (255, 255, 255)
 ) -> Decoded:
     """One image file -> (channels, size, size) uint8: short side to ``size``, center crop."""
     limit = Image.MAX_IMAGE_PIXELS or FALLBACK_MAX_PIXELS
     mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as img:  # reads the header only
+    _check_regular(path)
+    with Image.open(path, formats=raster_formats()) as img:  # reads the header only
         if img.width * img.height > limit:
             raise BadImage(f"{img.width}x{img.height} pixels, over the {limit:,} limit")
         upscale = size / max(1, min(img.width, img.height))

@@ -1,30 +1,36 @@
-"""Image data sets in their published formats, read through torchvision's own classes.
+"""Image data sets in their published formats: MNIST and Fashion-MNIST (IDX files, plain or
+gzipped), SVHN (``*_32x32.mat``) and CIFAR-10 (pickled python batches).
 
-MNIST and Fashion-MNIST (IDX files), SVHN (``*_32x32.mat``) and CIFAR-10 (pickled python
-batches). Each loader takes the first local copy found by ``candidate_dirs`` and downloads into
-``cache_dir()`` only when there is none and ``data.download`` is true. A download that cannot
-reach its host fails within seconds (``DOWNLOAD_TIMEOUT``) rather than hanging.
+Each loader takes the first local copy found by ``candidate_dirs`` and downloads into
+``cache_dir()`` only when there is none and ``data.download`` is true (through torchvision,
+which checks each archive's MD5). A download that cannot reach its host fails within seconds
+(``DOWNLOAD_TIMEOUT``) rather than hanging.
+
+Local files are read here, not by torchvision, because they may be damaged or hostile: every
+header (IDX magic number and dimensions, .mat variable shapes, batch contents) is checked
+before data is read, a file never expands past the size its header declares (a gzip bomb is
+refused after the expected bytes), nothing is written to the cache, and CIFAR-10's pickles
+go through a restricted unpickler that builds plain data only (``ganforge.files``).
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
-import os
-import shutil
+import pickle
 import socket
+import struct
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from zlib import error as zlib_error
 
 import numpy as np
 import torch
 
 from ..config import DataConfig
 from ..errors import DataError, GanforgeError
+from ..files import restricted_loads
 from . import (
     NATIVE_SHAPES,
     OWN_FILES,
@@ -48,6 +54,10 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # images (n, C, H, W) uint8, labels (n,) int64
+MAX_IMAGES = 1_000_000  # per file: larger headers are refused before anything is allocated
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
+IDX_DIMS = {"images": (28, 28), "labels": ()}  # after the image count
+CIFAR_MAX_BYTES = 64 << 20  # a batch of 10,000 images is 30 MB
 
 
 # ---------------------------------------------------------------- the common search
@@ -158,54 +168,72 @@ def _find_idx(folder: Path, class_name: str) -> Path | None:
     return None
 
 
-def _torchvision_root(found: Path, class_name: str) -> Path:
-    """A root that torchvision's class reads without downloading.
+def read_idx(path: Path, kind: str) -> np.ndarray:
+    """An MNIST-format IDX file (plain or .gz) of ``kind`` "images" (n, 28, 28) or "labels" (n,).
 
-    torchvision expects ``ROOT/<ClassName>/raw/`` with the uncompressed files. A folder in
-    that layout is used in place; any other (the Debian package ships .gz files) gets a cache
-    folder of links to plain files and decompressed copies of gzipped ones, made once per
-    version of the files (the key covers their sizes and times, so a replaced copy is re-read).
+    The header is checked first (magic number, dimensions, at most ``MAX_IMAGES`` records), then
+    exactly the declared number of bytes is read: a short file is truncated, a longer one (or a
+    .gz that inflates further) is refused without reading past one byte more.
     """
-    if found.name == "raw" and found.parent.name == class_name:
-        if all((found / f).is_file() for f in IDX_FILES):
-            return found.parent.parent
-    stamp = [str(found.resolve())]
-    for name in IDX_FILES:
-        src = found / name if (found / name).is_file() else found / f"{name}.gz"
-        st = src.stat()
-        stamp.append(f"{src.name}:{st.st_size}:{st.st_mtime_ns}")
-    key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:12]
-    root = cache_dir() / "idx" / key
-    raw = root / class_name / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in IDX_FILES:
-        target = raw / name
-        if target.exists():
-            continue
-        plain, packed = found / name, found / f"{name}.gz"
-        tmp = raw / f".{name}.{os.getpid()}.tmp"
-        if plain.is_file():
-            os.symlink(plain.resolve(), tmp)
-        else:
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)  # atomic: a half-written file is never seen as complete
-    return root
+    want_magic, want_dims = IDX_MAGIC[kind], IDX_DIMS[kind]
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            magic = struct.unpack(">I", head)[0] if len(head) == 4 else None
+            if magic != want_magic:
+                got = "none (file too short)" if magic is None else f"0x{magic:08x}"
+                raise DataError(
+                    f"{path}: not an IDX {kind} file (magic number {got}, expected "
+                    f"0x{want_magic:08x}); replace it with the data set's original file"
+                )
+            dims_raw = f.read(4 * (1 + len(want_dims)))
+            if len(dims_raw) != 4 * (1 + len(want_dims)):
+                raise DataError(f"{path}: truncated IDX header; replace the file")
+            n, *dims = struct.unpack(f">{1 + len(want_dims)}I", dims_raw)
+            if tuple(dims) != want_dims or n > MAX_IMAGES:
+                shape = "x".join(str(v) for v in (n, *dims))
+                expected = "x".join(["N", *map(str, want_dims)])
+                raise DataError(
+                    f"{path}: IDX {kind} of shape {shape}, expected {expected} with N <= "
+                    f"{MAX_IMAGES:,}; is this the right data set?"
+                )
+            size = n * int(np.prod(want_dims, dtype=np.int64))
+            body = f.read(size + 1)  # one byte more tells an over-long file
+    except (OSError, EOFError, gzip.BadGzipFile, zlib_error) as e:
+        raise DataError(f"{path}: cannot read it ({type(e).__name__}: {e})") from None
+    if len(body) < size:
+        raise DataError(f"{path}: truncated ({len(body):,} of {size:,} data bytes); replace it")
+    if len(body) > size:
+        raise DataError(
+            f"{path}: holds more than the {n:,} {kind} its header declares; replace the file"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(n, *want_dims)
+
+
+def _idx_file(folder: Path, name: str) -> Path:
+    return folder / name if (folder / name).is_file() else folder / f"{name}.gz"
 
 
 def load_idx_dataset(cfg: DataConfig, cls: type, label: str, apt: str | None) -> TensorData:
-    """MNIST-format data (MNIST, Fashion-MNIST) through torchvision's class ``cls``."""
+    """MNIST-format data (MNIST, Fashion-MNIST): local IDX files read by ``read_idx``,
+    downloads through torchvision's class ``cls``."""
     name = cls.__name__
     parts = _parts(cfg)
 
-    def read(root: Path, download: bool) -> TensorData:
-        sets = [cls(root=str(root), train=(p == "train"), download=download) for p in parts]
+    def read_local(found: Path) -> TensorData:
+        pairs = []
+        for p in parts:
+            prefix = "train" if p == "train" else "t10k"
+            x = read_idx(_idx_file(found, f"{prefix}-images-idx3-ubyte"), "images")
+            y = read_idx(_idx_file(found, f"{prefix}-labels-idx1-ubyte"), "labels")
+            pairs.append((torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.copy())))
+        return _join(pairs, str(found))
+
+    def download(root: Path) -> TensorData:
+        sets = [cls(root=str(root), train=(p == "train"), download=True) for p in parts]
         # .data is (n, 28, 28) uint8 -> (n, 1, 28, 28)
         return _join([(s.data.unsqueeze(1), s.targets) for s in sets], str(root))
-
-    def read_local(found: Path) -> TensorData:
-        data = read(_torchvision_root(found, name), download=False)
-        return TensorData(data.x, data.labels, str(found))
 
     return _locate(
         cfg,
@@ -213,7 +241,7 @@ def load_idx_dataset(cfg: DataConfig, cls: type, label: str, apt: str | None) ->
         [f"{', '.join(IDX_FILES)} (or .gz)"],
         find=lambda folder: _find_idx(folder, name),
         read=read_local,
-        download=lambda root: read(root, download=True),
+        download=download,
         urls=cls.mirrors,
         apt=apt,
         kind="IDX files",
@@ -243,42 +271,76 @@ OWN_FILES["fashion-mnist"] = lambda folder: _find_idx(folder, "FashionMNIST") is
 # ---------------------------------------------------------------- SVHN and CIFAR-10
 
 
-@functools.cache
-def _local_classes() -> tuple[type, type]:
-    """torchvision's SVHN and CIFAR10 with the MD5 check of local copies reduced to presence.
+def read_svhn(path: Path) -> Pair:
+    """An SVHN ``*_32x32.mat``: X (32, 32, 3, n) uint8 and y (n, 1) with 10 for the digit 0.
 
-    torchvision compares each file's MD5 with the official one before parsing, so any other
-    copy in the real format (the tests' tiny files; a re-saved .mat) is refused as "corrupted".
-    With the sums set to None, torchvision's own ``check_integrity`` tests that the file
-    exists and its parsing is unchanged; a damaged file still fails there, and is reported.
-    Downloads keep the original classes, whose sums verify what arrives.
+    scipy's loadmat builds arrays only (MATLAB objects stay opaque data; no code runs). The
+    variables' shapes are read from the headers first (``whosmat``), so a file declaring more
+    images than ``MAX_IMAGES`` is refused before its data is inflated.
     """
-    from torchvision.datasets import CIFAR10, SVHN
+    import scipy.io
 
-    class LocalSVHN(SVHN):
-        split_list = {k: [url, file, None] for k, (url, file, _) in SVHN.split_list.items()}
+    try:
+        shapes = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(str(path))}
+        want = {"X": ((32, 32, 3), "uint8"), "y": None}
+        x_shape = shapes.get("X", ((), ""))[0]
+        if "X" not in shapes or "y" not in shapes:
+            raise DataError(
+                f"{path}: no variables X and y (it holds {', '.join(shapes) or 'none'}); "
+                "is this an SVHN *_32x32.mat file?"
+            )
+        n = x_shape[-1] if len(x_shape) == 4 else -1
+        if tuple(x_shape[:3]) != want["X"][0] or not 0 < n <= MAX_IMAGES:
+            raise DataError(f"{path}: X is {x_shape}, expected (32, 32, 3, N) with N <= 1,000,000")
+        if shapes["y"][0] not in ((n, 1), (1, n), (n,)):
+            raise DataError(f"{path}: y is {shapes['y'][0]}, expected ({n}, 1) labels for X")
+        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
+    except DataError:
+        raise
+    except Exception as e:  # scipy's parsers raise many types on damaged bytes
+        why = f"{type(e).__name__}: {e}".replace("\n", " ")[:200]
+        raise DataError(f"{path}: cannot read the .mat file ({why})") from None
+    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+    if len(y) != n:
+        raise DataError(f"{path}: labels y hold {len(y)} values for {n} images")
+    if x.dtype != np.uint8 or x.shape != (32, 32, 3, n):
+        raise DataError(f"{path}: X is {x.shape} {x.dtype}, expected (32, 32, 3, {n}) uint8")
+    if not np.issubdtype(y.dtype, np.number) or not np.isin(y, np.arange(11)).all():
+        raise DataError(f"{path}: labels y must be integers 1-10 (10 for the digit 0)")
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))
+    return images, torch.from_numpy(y.astype(np.int64) % 10)
 
-    class LocalCIFAR10(CIFAR10):
-        train_list = [[file, None] for file, _ in CIFAR10.train_list]
-        test_list = [[file, None] for file, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
 
-        def __init__(self, folder: Path, train: bool) -> None:
-            self.base_folder = folder.name  # the batches' folder may have any name
-            super().__init__(root=str(folder.parent), train=train)
+def read_cifar_batch(path: Path) -> Pair:
+    """One CIFAR-10 python batch: a pickled dict of "data" (n, 3072) uint8 and "labels" (n).
 
-    return LocalSVHN, LocalCIFAR10
-
-
-def _svhn_pair(ds: Any) -> Pair:
-    # torchvision has already moved the .mat's (32, 32, 3, n) to (n, 3, 32, 32) and label 10 to 0
-    x = torch.from_numpy(np.ascontiguousarray(ds.data))
-    return x, torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
-
-
-def _cifar_pair(ds: Any) -> Pair:
-    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # torchvision's (n, 32, 32, 3) -> NCHW
-    return x, torch.tensor(ds.targets, dtype=torch.int64)
+    Read with ``restricted_loads``: the pickle may build dicts, lists, str, bytes, numbers
+    and numpy arrays, nothing else, so a hostile batch cannot run code.
+    """
+    size = path.stat().st_size
+    if size > CIFAR_MAX_BYTES:
+        raise DataError(f"{path}: {size:,} bytes, larger than any CIFAR-10 batch; replace it")
+    try:
+        batch = restricted_loads(path.read_bytes(), encoding="latin1")
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({e})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (a {type(batch).__name__})")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    x, labels = batch.get("data"), batch.get("labels")
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2):
+        got = f"{x.shape} {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise DataError(f"{path}: batch data is {got}, expected (N, 3072) uint8 rows")
+    if x.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: batch data is {x.shape}, expected (N, 3072) uint8 rows")
+    try:
+        y = np.asarray(labels)
+    except (TypeError, ValueError):
+        y = np.zeros(0)
+    if y.shape != (len(x),) or not np.isin(y, np.arange(10)).all():
+        raise DataError(f"{path}: batch labels must be {len(x)} integers 0-9")
+    images = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, 3, 32, 32)))
+    return images, torch.from_numpy(y.astype(np.int64))
 
 
 @dataset("svhn", (3, 32, 32))
@@ -293,12 +355,15 @@ def svhn(cfg: DataConfig) -> TensorData:
         return d if all((d / f).is_file() for f in files) else None
 
     def read(folder: Path) -> TensorData:
-        local = _local_classes()[0]
-        return _join([_svhn_pair(local(str(folder), split=p)) for p in _parts(cfg)], str(folder))
+        return _join([read_svhn(folder / f) for f in files], str(folder))
 
     def download(root: Path) -> TensorData:
-        sets = [SVHN(str(root), split=p, download=True) for p in _parts(cfg)]
-        return _join([_svhn_pair(s) for s in sets], str(root))
+        from torchvision.datasets.utils import download_url
+
+        for p in _parts(cfg):  # fetched and MD5-checked by torchvision, read by read_svhn
+            url, name, md5 = SVHN.split_list[p]
+            download_url(url, str(root), name, md5)
+        return read(root)
 
     urls = [SVHN.split_list[p][0] for p in _parts(cfg)]
     return _locate(cfg, "SVHN", files, find, read, download, urls, kind=".mat files")
@@ -314,7 +379,7 @@ OWN_FILES["cifar10"] = lambda folder: any(
 def cifar10(cfg: DataConfig) -> TensorData:
     """CIFAR-10, 32x32 RGB, 10 classes (50,000 train / 10,000 test).
 
-    The python batches are pickles, as torchvision reads them: load only copies you trust.
+    The python batches are pickles; ``read_cifar_batch`` builds plain data from them only.
     """
     from torchvision.datasets import CIFAR10
 
@@ -325,13 +390,17 @@ def cifar10(cfg: DataConfig) -> TensorData:
         return None
 
     def read(folder: Path) -> TensorData:
-        local = _local_classes()[1]
-        pairs = [_cifar_pair(local(folder, train=(p == "train"))) for p in _parts(cfg)]
+        names = {"train": CIFAR_FILES[:5], "test": ("test_batch",)}
+        pairs = [read_cifar_batch(folder / n) for p in _parts(cfg) for n in names[p]]
         return _join(pairs, str(folder))
 
     def download(root: Path) -> TensorData:
-        sets = [CIFAR10(str(root), train=(p == "train"), download=True) for p in _parts(cfg)]
-        return _join([_cifar_pair(s) for s in sets], str(root / CIFAR_FOLDER))
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        # fetched, MD5-checked and unpacked by torchvision; the batches read by read_cifar_batch
+        url, name, md5 = CIFAR10.url, CIFAR10.filename, CIFAR10.tgz_md5
+        download_and_extract_archive(url, str(root), filename=name, md5=md5)
+        return read(root / CIFAR_FOLDER)
 
     expected = [f"{CIFAR_FOLDER}/ ({', '.join(CIFAR_FILES)})"]
     return _locate(cfg, "CIFAR-10", expected, find, read, download, [CIFAR10.url], kind="batches")

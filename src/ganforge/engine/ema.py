@@ -11,11 +11,11 @@ fixed ``ema_start`` with fewer updates than that in the run gets a warning befor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import checkpoint_generator
+from ..files import load_json
 
 
 def start_step(cfg: Any) -> int:
@@ -85,7 +85,7 @@ def final_note(run_dir: Path, step: int) -> str:
     best = ckpt / "best"
     if best.is_dir():
         try:
-            best_step = json.loads((best / "state.json").read_text()).get("step")
+            best_step = load_json((best / "state.json").read_text()).get("step")
         except (OSError, ValueError):
             best_step = None
         if best_step != step:

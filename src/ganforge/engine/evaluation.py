@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,9 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..config import Config
+from ..files import finite_number
 from ..metrics.evaluate import Evaluation
+from ..report.runlog import read_log
 
 
 class TrainingEval:
@@ -21,12 +22,10 @@ class TrainingEval:
         self.every = e.every
         self.evaluation = Evaluation(cfg, e.metrics, e.n, e.reference, e.seed, device)
         self.best: float | None = None
-        log = run_dir / "log.jsonl"  # a resumed run continues from the best logged so far
-        if log.exists():
-            for line in log.read_text().splitlines():
-                rec = json.loads(line) if line else {}
-                value = rec.get("eval", {}).get(self.evaluation.primary)
-                if value is not None and self.evaluation.better(value, self.best):
+        for rec in read_log(run_dir).evals:  # a resumed run continues from the best so far
+            value = rec["eval"].get(self.evaluation.primary)
+            if finite_number(value):
+                if self.evaluation.better(value, self.best):
                     self.best = value
 
     @classmethod

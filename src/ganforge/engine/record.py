@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import GanforgeError
+from ..report.runlog import log_lines
 from ..report.tb import TensorBoard
 from .progress import Progress
 
@@ -24,15 +26,11 @@ def truncate_log(path: Path, step: int) -> None:
 
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            if isinstance(rec, dict) and rec["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut by a crash mid-write, or not a record
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    try:  # lines that hold no record (cut by a crash, binary, wrong types) are dropped
+        keep = [line for line, rec in log_lines(path) if rec["step"] <= step]
+    except OSError as e:
+        raise GanforgeError(f"{path}: cannot read the run's log ({e.strerror})") from None
+    atomic_write_text(path, "".join(ln.decode() + "\n" for ln in keep))
 
 
 class Recorder:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .. import nets
-from ..checkpoint import find_checkpoint, load_weights, verify
+from ..checkpoint import find_checkpoint, load_network, verify
 from ..config import Config, DataConfig, read_config
 from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
 from ..data.stream import StreamData
@@ -284,7 +284,7 @@ def evaluate_run(
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(dev)
-    g.load_state_dict(load_weights(ckpt, "sampler", dev))
+    load_network(ckpt, "sampler", g, dev)
     counters = verify(ckpt)
     result = evaluate_generator(g, cfg, evaluation)
     result["protocol"]["checkpoint"] = {

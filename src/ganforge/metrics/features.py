@@ -27,9 +27,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import sha256_file
+from ..checkpoint import check_tensors, sha256_file
 from ..data import TensorData, cache_dir, scale
 from ..errors import GanforgeError
+from ..files import load_json
 
 ARCH = "ganforge-cnn-v1"
 FEATURES = 128  # width of the feature layer: FD over 128 dimensions takes milliseconds
@@ -259,17 +260,33 @@ def load_evaluator(dataset: str, device: torch.device | str = "cpu") -> Evaluato
         weights, info = folder / f"{dataset}.safetensors", folder / f"{dataset}.json"
         if not (weights.is_file() and info.is_file()):
             continue
-        meta = json.loads(info.read_text())
-        if sha256_file(weights) != meta.get("sha256"):
-            raise GanforgeError(
-                f"{weights} fails its SHA-256 check (corrupted); delete it and run "
-                f"'ganforge evaluator train --dataset {dataset}'"
-            )
-        net = Classifier(meta["input_shape"][0], meta["classes"], meta["feature_dim"])
+        retrain = f"delete it and run 'ganforge evaluator train --dataset {dataset}'"
         try:
-            net.load_state_dict(load_file(weights))
-        except (SafetensorError, RuntimeError) as e:
-            raise GanforgeError(f"{weights}: cannot read the evaluator ({e})") from None
+            meta = load_json(info.read_bytes())
+        except (OSError, ValueError):
+            meta = None
+        shape = meta.get("input_shape") if isinstance(meta, dict) else None
+        sizes = [shape[0] if isinstance(shape, list) and shape else None]
+        if isinstance(meta, dict) and shape:
+            sizes += [meta.get(k) for k in ("classes", "feature_dim")]
+        if (
+            not isinstance(meta, dict)
+            or len(sizes) != 3
+            or not all(type(v) is int and 0 < v <= 100_000 for v in sizes)
+        ):
+            raise GanforgeError(f"{info} is damaged (not the evaluator's JSON); {retrain}")
+        if sha256_file(weights) != meta.get("sha256"):
+            raise GanforgeError(f"{weights} fails its SHA-256 check (corrupted); {retrain}")
+        net = Classifier(*(int(v or 0) for v in sizes))
+        try:
+            state = load_file(weights)
+            check_tensors(weights, state, net)
+            net.load_state_dict(state)
+        except (SafetensorError, RuntimeError, OSError, GanforgeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise GanforgeError(
+                f"{weights}: cannot read the evaluator ({why}); {retrain}"
+            ) from None
         return Evaluator(net.to(device).eval(), meta, weights)
     raise GanforgeError(
         f"no evaluator (domain classifier) for data set {dataset!r}; train one with "

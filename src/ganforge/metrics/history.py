@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..files import load_json
+
 HISTORY = "metrics.jsonl"
 
 # Real-vs-real floors measured by benchmarks/quality.py (docs/metrics.md, "Real-vs-real
@@ -87,7 +89,7 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
         lines = []
     for ln in lines:
         try:
-            rec = json.loads(ln)
+            rec = load_json(ln)
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("metrics"), dict):
@@ -95,7 +97,7 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
     if out:
         return out
     try:
-        data = json.loads((Path(run_dir) / "metrics.json").read_text())
+        data = load_json((Path(run_dir) / "metrics.json").read_text())
     except (OSError, ValueError):
         return []
     return [record_of(data)] if isinstance(data, dict) and "metrics" in data else []

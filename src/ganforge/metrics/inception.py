@@ -8,11 +8,19 @@ an earlier download), or a download when the host is reachable. Offline and with
 
 Images of any size and 1 or 3 channels are accepted (gray is repeated to RGB); torch-fidelity
 resizes them to 299x299 itself. On CPU this is slow: about 6 GFLOPs per image.
+
+Nothing is unpickled: torch-fidelity and torch's hub load weights with ``weights_only=False``,
+so ``import ganforge`` sets ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (every ``torch.load`` in the
+process then admits tensors and plain containers only), and ``check_weights`` reads the file
+once itself first, so a file that is not plain tensors gets a one-line error naming it.
+Inputs are handed over as datasets or absolute folder paths, never as names of
+torch-fidelity's registered data sets (whose loaders unpickle CIFAR-10 through torchvision).
 """
 
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +35,7 @@ WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE
 EXTRACTOR = "inception-v3-compat"
 INCEPTION_METRICS = ("fid", "kid", "inception-is")
+MAX_WEIGHTS_BYTES = 1 << 30  # the real file is 95 MB
 
 
 class _Images(Dataset):
@@ -58,6 +67,41 @@ def hub_weights() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
+def check_weights(path: Path, how: str = "--inception-weights") -> Path:
+    """Read a weights file as plain tensors (``weights_only=True`` or safetensors) and return
+    its path, or raise a one-line GanforgeError: a pickle that names any other global (code)
+    is refused before anything in it is called."""
+    import pickle
+
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise GanforgeError(f"{how} {path}: larger than any Inception weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            with warnings.catch_warnings():  # torch warns about pickle protocols it reads
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        named = [ln for ln in lines if ln.lower().startswith(("unsupported", "trying to load"))]
+        why = (named or lines or [type(e).__name__])[0].removeprefix("Trying to load ")
+        why = why[:160]
+        raise GanforgeError(
+            f"{how} {path}: not a file of plain tensors ({why}); use torch-fidelity's "
+            f"{WEIGHTS_FILE}"
+        ) from None
+    except Exception as e:  # untrusted bytes: any failure of the reader means not weights
+        raise GanforgeError(f"{how} {path}: not a weights file ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
+    ):
+        raise GanforgeError(f"{how} {path}: not a mapping of names to tensors (a state dict)")
+    return path
+
+
 def resolve_weights(path: str | Path | None, instead: str | None = None) -> Path | None:
     """The weights file to use; None means download. Fails at once when that cannot work,
     in one line saying what is missing and how to get it, then ``instead``: what else can
@@ -66,9 +110,9 @@ def resolve_weights(path: str | Path | None, instead: str | None = None) -> Path
         p = Path(path).expanduser()
         if not p.is_file():
             raise GanforgeError(f"--inception-weights {path}: no such file")
-        return p
+        return check_weights(p)
     if hub_weights().is_file():
-        return hub_weights()
+        return check_weights(hub_weights(), "torch's hub cache:")
     if not online():
         raise GanforgeError(
             f"Inception metrics need torch-fidelity's Inception weights (about 95 MB), which "
@@ -93,7 +137,12 @@ def inception_metrics(
     import torch_fidelity
 
     def as_input(x: torch.Tensor | str) -> Any:
-        return str(x) if isinstance(x, (str, Path)) else _Images(x.cpu())
+        if not isinstance(x, (str, Path)):
+            return _Images(x.cpu())
+        folder = Path(x).resolve()  # absolute: never one of torch-fidelity's registered names
+        if not folder.is_dir():
+            raise GanforgeError(f"{x}: no such folder of images")
+        return str(folder)
 
     sizes = [len(x) for x in (fake, real) if torch.is_tensor(x)]
     try:

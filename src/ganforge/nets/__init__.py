@@ -11,6 +11,7 @@ and ``d(x, y)``; ``generate`` and ``judge`` call either kind.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -43,19 +44,53 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
         allowed = [p for p in params if p not in fixed]
         unknown = sorted(set(args) - set(allowed))
         if unknown:
+            name = getattr(builder, "__qualname__", "the builder")
             raise ConfigError(
                 f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
+                f" ({name} takes them; the recipe's {key} may be for another net: clear them "
+                f"with --set {key}={{}})"
             )
+        args = {name: _checked_arg(builder, key, name, value) for name, value in args.items()}
     try:
         net = builder(**fixed, **args)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"{key}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if not isinstance(net, nn.Module):
         raise ConfigError(
             f"{key.rsplit('_', 1)[0]}: the builder returned {type(net).__name__}, not an "
             "nn.Module; return the network"
         )
     return net
+
+
+# Ranges of the builders' keyword arguments, by name (every int is a layer size or count).
+ARG_RANGES: dict[str, dict[str, float]] = {
+    "dropout": {"ge": 0, "lt": 1},
+    "bn_eps": {"gt": 0},
+    "slope": {"ge": 0, "le": 1},
+    "embed_dim": {"ge": 0, "le": 4096},  # 0: no label embedding concatenated to z
+}
+MAX_SIZE = 4096  # widths, channels, units, depth: larger would not fit in memory anyway
+
+
+def _checked_arg(builder: Callable[..., nn.Module], key: str, name: str, value: Any) -> Any:
+    """One keyword argument coerced to the builder's annotation and checked against its range,
+    the way config fields are: a bad value is a one-line ConfigError before any layer is made."""
+    from ..config import _check, _coerce
+
+    try:
+        hint = typing.get_type_hints(builder).get(name, Any)
+    except Exception:  # a builder of one's own with annotations that do not resolve
+        hint = Any
+    value = _coerce(value, hint, f"{key}.{name}")
+    ints = [v for v in (value if isinstance(value, tuple) else (value,)) if type(v) is int]
+    if name in ARG_RANGES:
+        _check(value, ARG_RANGES[name], f"{key}.{name}")
+    elif ints:
+        _check(tuple(ints), {"ge": 1, "le": MAX_SIZE}, f"{key}.{name}")
+    return value
 
 
 def _takes(builder: Callable[..., nn.Module], name: str) -> bool:
@@ -109,8 +144,9 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = Non
     if k is not None and _takes(builder, "num_classes"):  # conditional by itself
         g = _call(builder, "model.g_args", args, z_dim=cfg.z_dim, shape=tuple(shape), num_classes=k)
     elif k is not None:
-        embed, cbn = args.pop("embed_dim", 10), args.pop("cbn", True)
-        if not isinstance(embed, int) or isinstance(embed, bool) or not isinstance(cbn, bool):
+        embed = _checked_arg(builder, "model.g_args", "embed_dim", args.pop("embed_dim", 10))
+        cbn = args.pop("cbn", True)
+        if type(embed) is not int or not isinstance(cbn, bool):
             raise ConfigError("model.g_args: embed_dim must be an integer and cbn true or false")
         body = _call(builder, "model.g_args", args, z_dim=cfg.z_dim + embed, shape=tuple(shape))
         try:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 _NAME = re.compile(r"^(epoch|step)_(\d+)\.png$")
+MAX_PIXELS = 8192 * 8192  # a sample grid is far smaller; a larger header is not one of ours
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,29 @@ def sample_frames(run_dir: Path) -> list[Frame]:
     found = []
     for p in (Path(run_dir) / "samples").glob("*.png"):
         m = _NAME.match(p.name)
-        if m:
+        if m and readable_png(p):
             kind, num = m.group(1), int(m.group(2))
             found.append(((kind == "step", num), Frame(p, f"{kind} {num}")))
     return [f for _, f in sorted(found, key=lambda t: t[0])]
+
+
+def readable_png(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding an intact PNG of a sane size. A damaged or
+    foreign file in samples/ (a FIFO, a truncated or huge PNG) is left out of the report."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=["PNG"]) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    return False
+                im.verify()  # chunk checksums, without decoding
+            with Image.open(path, formats=["PNG"]) as im:
+                im.load()
+    except Exception:  # untrusted bytes: any failure of the decoder means not usable
+        return False
+    return True
 
 
 def spread(items: list, n: int) -> list:

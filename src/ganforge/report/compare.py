@@ -19,6 +19,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from ..errors import GanforgeError
+from ..files import load_yaml
 from ..metrics import history
 from . import plots
 from .anim import png_bytes
@@ -43,7 +44,7 @@ e = html.escape
 
 def _config(run_dir: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        raw = load_yaml((run_dir / "config.yaml").read_bytes())
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     return raw if isinstance(raw, dict) else {}

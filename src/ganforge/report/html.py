@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import yaml
 from PIL import Image
 
 from ..errors import GanforgeError
+from ..files import load_json, load_yaml
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
 from .runlog import (
@@ -129,7 +129,9 @@ def _read(path: Path) -> str | None:
 def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) -> list[tuple]:
     st = read_status(run_dir)
     state = run_state(run_dir)
-    total = st.get("total_steps") or (cfg.get("train") or {}).get("iterations")
+    train: dict[str, Any] = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
+    total = st.get("total_steps") or train.get("iterations")
+    total = total if type(total) is int and total > 0 else None  # hand-edited files: any type
     last = log.train[-1] if log.train else {}
     wall = wall_time(log.train)
     rows: list[tuple] = [
@@ -153,7 +155,7 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
     for key, name in (("loss_d", "final D loss"), ("loss_g", "final G loss")):
         if key in last:
             rows.append((name, last[key]))
-    if "d_real" in last:
+    if "d_real" in last and "d_fake" in last:
         rows.append(("final D(x) / D(G(z))", f"{last['d_real']:.3f} / {last['d_fake']:.3f}"))
     return [(k, _fmt(v)) for k, v in rows]  # all text: one alignment in the table
 
@@ -190,7 +192,7 @@ def _metrics_section(run_dir: Path, evals: list[dict[str, Any]]) -> str:
     if text is not None:
         parts.append("<h3>metrics.json (the latest evaluation)</h3>")
         try:
-            data = json.loads(text)
+            data = load_json(text)
             flat = numbers(data) if isinstance(data, dict) else {}
             if flat:
                 parts.append(_table(sorted(flat.items()), ["key", "value"]))
@@ -286,17 +288,18 @@ def build_page(run_dir: Path, out_dir: Path, live: bool = False) -> str:
     no interpolation, and the browser reloads it every 30 s."""
     cfg_text = _read(run_dir / "config.yaml") or ""
     try:
-        cfg = yaml.safe_load(cfg_text) or {}
+        cfg = load_yaml(cfg_text) or {}
     except yaml.YAMLError:
         cfg = {}
     cfg = cfg if isinstance(cfg, dict) else {}
     try:
-        env = json.loads(_read(run_dir / "env.json") or "{}")
+        env = load_json(_read(run_dir / "env.json") or "{}")
     except ValueError:
         env = {}
+    env = env if isinstance(env, dict) else {}
     log = read_log(run_dir)
     state = run_state(run_dir)
-    name, recipe = run_dir.resolve().name, cfg.get("recipe", "?")
+    name, recipe = run_dir.resolve().name, str(cfg.get("recipe", "?"))
 
     sec: list[str] = [
         f"<h1>{e(name)}</h1>",

@@ -8,7 +8,6 @@ cheaply. ``status.json`` is written by the loop at start ("running") and end ("f
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -16,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..files import finite_number, load_json
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "unknown")
@@ -34,20 +35,68 @@ class RunLog:
         return max(steps, default=0)
 
 
+KEPT_AS_IS = ("eval", "best")  # the fields of a record that are not plain numbers
+
+
+def parse_record(line: str | bytes) -> dict[str, Any] | None:
+    """One ``log.jsonl`` line as a record, or None when it is not one.
+
+    The one reader of log lines (the report, ``runs``, TensorBoard, resume): a record is a JSON
+    object whose ``step`` is an integer >= 0. Fields of the wrong type are dropped, so readers
+    need no checks: ``eval`` is kept only as an object, ``best`` only as a boolean, and every
+    other field only as a finite number. A line cut by a crash, binary bytes, or a line nested
+    too deeply is None.
+    """
+    try:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8")
+        rec = load_json(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(rec, dict):
+        return None
+    step = rec.get("step")
+    if type(step) is not int or step < 0:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in rec.items():
+        if key == "eval":
+            if isinstance(value, dict):
+                out[key] = value
+        elif key == "best":
+            if isinstance(value, bool):
+                out[key] = value
+        elif finite_number(value):
+            out[key] = value
+    return out
+
+
+def log_lines(path: Path) -> list[tuple[bytes, dict[str, Any]]]:
+    """Each line of a ``log.jsonl`` that holds a record, as (the line's bytes, the record).
+
+    Raises OSError when the file cannot be read (absent: an empty list).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    pairs = []
+    for line in data.splitlines():
+        rec = parse_record(line)
+        if rec is not None:
+            pairs.append((line, rec))
+    return pairs
+
+
 def read_log(run_dir: Path) -> RunLog:
-    """Parse ``run_dir/log.jsonl``; a line that is not JSON (a crash mid-write) is skipped."""
+    """The records of ``run_dir/log.jsonl`` (see ``parse_record``); an unreadable log is empty."""
     log = RunLog()
-    path = Path(run_dir) / "log.jsonl"
-    if not path.exists():
+    try:
+        pairs = log_lines(Path(run_dir) / "log.jsonl")
+    except OSError:
         return log
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict) or "step" not in rec:
-            continue
-        (log.evals if isinstance(rec.get("eval"), dict) else log.train).append(rec)
+    for _, rec in pairs:
+        (log.evals if "eval" in rec else log.train).append(rec)
     return log
 
 
@@ -58,9 +107,8 @@ def numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(numbers(value, name + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                out[name] = float(value)
+        elif finite_number(value):
+            out[name] = float(value)
     return out
 
 
@@ -101,7 +149,7 @@ def wall_time(train: list[dict[str, Any]]) -> float:
     """Seconds of training: each resumed segment restarts ``time`` at zero, so segments add up."""
     total, last = 0.0, 0.0
     for rec in train:
-        t = float(rec.get("time", 0.0))
+        t = rec.get("time", 0.0)
         if t < last:  # a new segment (resume) began
             total += last
         last = t
@@ -129,7 +177,7 @@ def median_img_s(train: list[dict[str, Any]]) -> float | None:
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The content of ``status.json`` (empty when absent or unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / STATUS_FILE).read_text())
+        data = load_json((Path(run_dir) / STATUS_FILE).read_bytes())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

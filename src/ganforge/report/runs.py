@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from ..files import load_json, load_yaml
 from .runlog import best_eval, read_log, read_status, run_state, wall_time
 
 FD_KEYS = ("fd", "fid")  # the Frechet distance, by whichever name the evaluation used
@@ -45,7 +45,7 @@ def _fd(rec: dict | None) -> float | None:
 
 def _recipe(run_dir: Path) -> str:
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        raw = load_yaml((run_dir / "config.yaml").read_bytes())
     except (OSError, yaml.YAMLError):
         return "?"
     return str(raw.get("recipe", "?")) if isinstance(raw, dict) else "?"
@@ -56,7 +56,7 @@ def _total(run_dir: Path) -> int | None:
     if isinstance(total, int):
         return total
     try:  # runs from before status.json: only an explicit iteration count is known
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        raw = load_yaml((run_dir / "config.yaml").read_bytes())
         it = raw["train"]["iterations"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None
@@ -68,7 +68,7 @@ def damage(run_dir: Path) -> str:
     not a YAML mapping, a status.json that is not a JSON object, a log.jsonl that is not
     text or whose lines (other than a last one cut by a crash) are not JSON."""
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_bytes().decode("utf-8"))
+        raw = load_yaml((run_dir / "config.yaml").read_bytes())
     except (OSError, ValueError, yaml.YAMLError):
         return "config.yaml is not readable YAML"
     if not isinstance(raw, dict):
@@ -76,7 +76,7 @@ def damage(run_dir: Path) -> str:
     status = run_dir / "status.json"
     if status.exists():
         try:
-            data = json.loads(status.read_bytes().decode("utf-8"))
+            data = load_json(status.read_bytes().decode("utf-8"))
         except (OSError, ValueError):
             data = None
         if not isinstance(data, dict):
@@ -89,7 +89,7 @@ def damage(run_dir: Path) -> str:
             return "log.jsonl is not text"
         for ln in lines[:-1]:
             try:
-                json.loads(ln)
+                load_json(ln)
             except ValueError:
                 return "log.jsonl has lines that are not JSON"
     return ""

@@ -8,14 +8,13 @@ grids are added as images. Files go to ``RUN_DIR/tensorboard``, read by the stoc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
-from .runlog import numbers
+from .runlog import numbers, parse_record
 
 TB_DIR = "tensorboard"
 TRAIN_TAGS = {
@@ -87,11 +86,8 @@ class TensorBoard:
             k += 1
         records = []
         for line in lines[k:]:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            rec = parse_record(line)  # the log's one reader: None for a damaged line
+            if rec is not None:
                 records.append(rec)
         if k < len(self.seen) and records:  # cut back, then new records from this step on
             self._open(min(r["step"] for r in records))
