@@ -176,9 +176,9 @@ def test_limit_decodes_only_the_first_files(tmp_path, monkeypatch):
     decoded = []
     real = folder.decode
 
-    def counting(path, size, channels):
+    def counting(path, size, channels, background):
         decoded.append(path.name)
-        return real(path, size, channels)
+        return real(path, size, channels, background)
 
     monkeypatch.setattr(folder, "decode", counting)
     d = load_data(_cfg(tmp_path, limit=2))

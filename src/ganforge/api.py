@@ -25,7 +25,7 @@ from torch import nn
 from . import nets
 from .checkpoint import find_checkpoint, load_network, verify
 from .config import Config, load_config, read_config, recipe_dict, to_dict
-from .data import TensorData, data_shape, select, to_uint8
+from .data import TensorData, data_shape, resolve_path, select, to_uint8
 from .errors import ConfigError, GanforgeError
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
@@ -159,6 +159,17 @@ def _with_data(cfg: Config, data: Any) -> tuple[Config, TensorData | None]:
     return dataclasses.replace(cfg, data=dc), tensors
 
 
+def _resolve_path(cfg: Config, verbose: bool) -> Config:
+    """``--data`` naming a folder of images for a recipe of another image data set, or a
+    points file for a 2-D recipe: the data config it means, said once (``resolve_path``)."""
+    dc, note = resolve_path(cfg.data, cfg.model.num_classes)
+    if note is None:
+        return cfg
+    if verbose and int(os.environ.get("RANK", "0")) == 0:
+        print(f"ganforge: {note}")
+    return dataclasses.replace(cfg, data=dc)
+
+
 def _data_section(data: Any, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``data=`` given as a mapping is the data config section (``data={"size": 64}``), as
     every other section is given; anything else is the data itself."""
@@ -212,6 +223,7 @@ def train(
     data, config = _data_section(data, config)
     cfg = make_config(recipe, overrides or (), config)
     cfg, tensors = _with_data(cfg, data)
+    cfg = _resolve_path(cfg, verbose)
     cfg = _with_nets(cfg, generator, discriminator)
     run_dir = Path(out) if out is not None else new_run_dir(cfg.recipe)
     from .runfiles import holds_run, set_aside

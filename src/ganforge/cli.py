@@ -124,11 +124,15 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics",
         default=None,
         help="comma list of fd,pr,is,coverage | fid,kid,inception-is | points "
-        "(default: the classifier set where an evaluator exists, points for 2-D data)",
+        "(default: the classifier set where an evaluator exists, points for 2-D data, "
+        "else Inception's)",
     )
     e.add_argument("--checkpoint", choices=("best", "last"), default=None, help="default: best")
     e.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     e.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity Inception .pth")
+    e.add_argument(
+        "--real", metavar="DIR", help="compare with this folder of images (Inception metrics)"
+    )
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.set_defaults(func=cmd_evaluate)
 
@@ -443,6 +447,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         reference=args.reference,
         seed=args.seed,
         inception_weights=args.inception_weights,
+        real_dir=args.real,
     )
     from .metrics.history import lines
 

@@ -48,6 +48,45 @@ class DataConfig:
     limit: int | None = _f(None, gt=0)  # use only the first N examples (quick runs, tests)
     points: int = _f(1000, gt=0, le=10_000_000)  # number of points of a generated (2-D) data set
     shape: tuple[int, ...] | None = None  # data given from Python: the shape of one example
+    # image folders: the colour transparent pixels are laid on (a name, #rrggbb or [r, g, b])
+    background: tuple[int, int, int] | str = "white"
+    # gaussian-2d: points X @ A + b with X ~ N(0, I), so mean b and covariance A^T A
+    gaussian_a: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 2.0), (-0.1, 0.5))
+    gaussian_b: tuple[float, float] = (1.0, 2.0)
+    # image folders: stream from disk when the decoded images exceed data.memory_limit (auto),
+    # always or never; memory_limit in GiB, None = a quarter of RAM (data/stream.py)
+    stream: str = _f("auto", choices=("auto", "always", "never"))
+    memory_limit: float | None = _f(None, gt=0)
+
+    def __post_init__(self) -> None:
+        background_rgb(self.background)  # a ConfigError naming data.background if not a colour
+        (a, b), (c, d) = self.gaussian_a
+        values = [a, b, c, d, *self.gaussian_b]
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError("data.gaussian_a / gaussian_b: every value must be a finite number")
+        if a * d - b * c == 0:
+            raise ConfigError(
+                f"data.gaussian_a: {[list(r) for r in self.gaussian_a]} is singular (its "
+                "covariance A^T A has no inverse); give a matrix with a nonzero determinant"
+            )
+
+
+def background_rgb(value: tuple[int, int, int] | str) -> tuple[int, int, int]:
+    """``data.background`` as (r, g, b) in 0-255; a ConfigError when it is not a colour."""
+    if isinstance(value, tuple):
+        if len(value) == 3 and all(0 <= v <= 255 for v in value):
+            return value
+    else:
+        from PIL import ImageColor
+
+        try:
+            return ImageColor.getrgb(value)[:3]
+        except ValueError:
+            pass
+    raise ConfigError(
+        f"data.background: {value!r} is not a colour; give a name (white, black, gray), "
+        "#rrggbb or [r, g, b] with values 0-255"
+    )
 
 
 @dataclass(frozen=True)

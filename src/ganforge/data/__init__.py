@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,7 @@ class TensorData:
     labels: torch.Tensor | None  # (N,) int64
     source: str  # where it was read from, for logs
     range: str = "tanh"  # images: "tanh" -> [-1, 1], "unit" -> [0, 1]
+    streamed: ClassVar[bool] = False  # True: read from disk as training goes (data/stream.py)
 
     @property
     def is_image(self) -> bool:
@@ -69,6 +71,10 @@ def to_uint8(x: torch.Tensor, range_: str = "tanh") -> torch.Tensor:
 LoaderFn = Callable[[DataConfig], TensorData]
 DATASETS: Registry[LoaderFn] = Registry("data set")
 NATIVE_SHAPES: dict[str, tuple[int, ...]] = {}  # per data set, before data.channels / size
+# per data set: whether a folder holds that data set's own files (its format, not images)
+OWN_FILES: dict[str, Callable[[Path], bool]] = {}
+IMAGE_FOLDER = "image-folder"
+POINTS_FILE = "points"  # a 2-D data set read from a .npy or .csv file (data/points.py)
 
 
 def dataset(name: str, shape: tuple[int, ...]) -> Callable[[LoaderFn], LoaderFn]:
@@ -90,8 +96,70 @@ def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     return shape
 
 
+def labelled(name: str) -> bool:
+    """Whether data set ``name`` carries class labels: the published image data sets do
+    (MNIST, Fashion-MNIST, SVHN, CIFAR-10: those with a file format of their own)."""
+    _register_all()
+    return name in OWN_FILES
+
+
 def _register_all() -> None:
-    from . import folder, generated, images, python  # noqa: F401  (registers the loaders)
+    from . import folder, generated, images, points, python  # noqa: F401  (registers loaders)
+
+
+def resolve_path(cfg: DataConfig, num_classes: int | None = None) -> tuple[DataConfig, str | None]:
+    """What ``--data PATH`` means for a recipe of a named data set, and a line saying so.
+
+    A folder of images given to a recipe of another image data set (MNIST, SVHN, ...) whose
+    own files are not there is used as ``image-folder`` data at the recipe's size and
+    channels; a .npy / .csv file given to a 2-D recipe is used as the ``points`` data set.
+    Anything else is left to the data set's loader (which names the files it wants). A
+    folder of images for a class-conditional recipe or a 2-D one is refused in one line.
+    """
+    if cfg.path is None or cfg.shape is not None or cfg.name in (IMAGE_FOLDER, POINTS_FILE):
+        return cfg, None
+    _register_all()
+    native = NATIVE_SHAPES.get(cfg.name)
+    path = Path(cfg.path).expanduser()
+    if native is None or not path.exists():
+        return cfg, None
+    if len(native) == 1:
+        from .points import SUFFIXES as POINT_SUFFIXES
+
+        if path.is_file() and path.suffix.lower() in POINT_SUFFIXES:
+            new = replace(cfg, name=POINTS_FILE)
+            return new, (
+                f"--data {cfg.path}: a file of 2-D points, used as the {POINTS_FILE} data set "
+                f"in place of {cfg.name} (scored against its own mean and covariance)"
+            )
+        kinds = "a folder of images" if path.is_dir() else f"a {path.suffix or 'plain'} file"
+        raise DataError(
+            f"--data {cfg.path}: {kinds}, but {cfg.name} is a 2-D data set; give a .npy or "
+            ".csv file of (N, 2) points, or train an image recipe on it (e.g. -r dcgan-64)"
+        )
+    own = OWN_FILES.get(cfg.name)
+    if not path.is_dir() or (own is not None and own(path)):
+        return cfg, None
+    from .folder import has_images
+
+    if not has_images(path):
+        return cfg, None
+    if num_classes is not None:
+        raise DataError(
+            f"--data {cfg.path}: a folder of images has no labels, and this recipe is "
+            f"class-conditional (model.num_classes={num_classes}); train an unconditional "
+            "recipe on it (e.g. -r dcgan-64), or --set data.name=image-folder "
+            "--set model.num_classes=null"
+        )
+    c, h, _ = native
+    size, channels = cfg.size or h, cfg.channels or c
+    dropped = f"; data.classes {list(cfg.classes)} dropped" if cfg.classes is not None else ""
+    new = replace(cfg, name=IMAGE_FOLDER, size=size, channels=channels, classes=None)
+    return new, (
+        f"--data {cfg.path}: a folder of images, not {cfg.name}'s files: used as image-folder "
+        f"data at {size}x{size} with {channels} channel{'s' if channels > 1 else ''}"
+        f"{dropped} (data.name=image-folder)"
+    )
 
 
 # System-wide folders searched per data set after --data and $GANFORGE_DATA (tests patch this).
@@ -137,6 +205,8 @@ def load_data(cfg: DataConfig) -> TensorData:
 
 def select(data: TensorData, cfg: DataConfig) -> TensorData:
     """Class filter, limit, channel conversion, resize and padding: one place for every data set."""
+    if data.streamed:  # an image folder read from disk: decoded to measure already
+        return data
     x, labels = data.x, data.labels
     if cfg.classes is not None:
         if labels is None:

@@ -12,12 +12,22 @@ DATA_SEED = 1234  # generated data sets are the same in every run
 
 @dataset("gaussian-2d", (2,))
 def gaussian_2d(cfg: DataConfig) -> TensorData:
-    """Points X @ A + b with X ~ N(0, I): mean b, covariance A^T A (seed 004, D2L 17.1)."""
+    """Points X @ A + b with X ~ N(0, I): mean b, covariance A^T A (seed 004, D2L 17.1).
+
+    A and b are ``data.gaussian_a`` and ``data.gaussian_b`` (the seed's [[1, 2], [-0.1, 0.5]]
+    and [1, 2] by default); the evaluator scores against the same (``gaussian_target``).
+    """
     gen = torch.Generator().manual_seed(DATA_SEED)
-    a = torch.tensor([[1.0, 2.0], [-0.1, 0.5]])
-    b = torch.tensor([1.0, 2.0])
+    a = torch.tensor(cfg.gaussian_a)
+    b = torch.tensor(cfg.gaussian_b)
     x = torch.randn(cfg.points, 2, generator=gen) @ a + b
     return TensorData(x, None, "generated")
+
+
+def gaussian_target(cfg: DataConfig) -> tuple[list[float], list[list[float]]]:
+    """The exact mean b and covariance A^T A of gaussian-2d's distribution under ``cfg``."""
+    a = torch.tensor(cfg.gaussian_a, dtype=torch.float64)
+    return list(map(float, cfg.gaussian_b)), (a.T @ a).tolist()
 
 
 def _ring_means(k: int = 8, radius: float = 1.0) -> torch.Tensor:

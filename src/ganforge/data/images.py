@@ -31,7 +31,15 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError, GanforgeError
 from ..files import restricted_loads
-from . import NATIVE_SHAPES, TensorData, cache_dir, candidate_dirs, dataset, describe_sources
+from . import (
+    NATIVE_SHAPES,
+    OWN_FILES,
+    TensorData,
+    cache_dir,
+    candidate_dirs,
+    dataset,
+    describe_sources,
+)
 
 DOWNLOAD_TIMEOUT = 20.0  # seconds a connect or a read may stall before a download gives up
 
@@ -256,6 +264,10 @@ def mnist(cfg: DataConfig) -> TensorData:
     return load_idx_dataset(cfg, MNIST, "MNIST", apt=None)
 
 
+OWN_FILES["mnist"] = lambda folder: _find_idx(folder, "MNIST") is not None
+OWN_FILES["fashion-mnist"] = lambda folder: _find_idx(folder, "FashionMNIST") is not None
+
+
 # ---------------------------------------------------------------- SVHN and CIFAR-10
 
 
@@ -355,6 +367,12 @@ def svhn(cfg: DataConfig) -> TensorData:
 
     urls = [SVHN.split_list[p][0] for p in _parts(cfg)]
     return _locate(cfg, "SVHN", files, find, read, download, urls, kind=".mat files")
+
+
+OWN_FILES["svhn"] = lambda folder: any((folder / f).is_file() for f in SVHN_FILES.values())
+OWN_FILES["cifar10"] = lambda folder: any(
+    (d / CIFAR_FILES[0]).is_file() for d in (folder, folder / CIFAR_FOLDER)
+)
 
 
 @dataset("cifar10", (3, 32, 32))

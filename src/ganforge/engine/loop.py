@@ -30,6 +30,7 @@ from .. import nets
 from ..checkpoint import Models, atomic_write_text, clean_leftovers
 from ..config import Config, save_config
 from ..data import TensorData, load_data
+from ..data.stream import Prefetch, StreamData
 from ..errors import ConfigError, DataError, Diverged, Preempted
 from ..losses import get_loss
 from ..nets import NetSpec
@@ -175,16 +176,25 @@ class Batches:
     def __init__(self, cfg: Config, data: TensorData, length: Length, batch: int, dist: Dist):
         self.cfg, self.data, self.length, self.batch, self.dist = cfg, data, length, batch, dist
         self.epoch, self.order = -1, torch.empty(0, dtype=torch.long)
+        # data streamed from disk: the same indices, decoded a few steps ahead (data/stream.py)
+        self.stream = Prefetch(data, self.indices) if isinstance(data, StreamData) else None
 
-    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(real (b, *shape) in the model's range, labels (b,) or None) of step ``step``."""
+    def indices(self, step: int) -> torch.Tensor:
+        """This process's slice of step ``step``'s global batch in epoch ``e``'s order."""
         epoch, pos = divmod(step, self.length.steps_per_epoch)
         if epoch != self.epoch:
-            n, device = len(self.data), self.data.x.device
+            n = len(self.data)
+            device = self.data.x.device if self.stream is None else torch.device("cpu")
             self.order = epoch_order(self.cfg.train.seed, epoch, n, self.cfg.data.shuffle)
             self.order, self.epoch = self.order.to(device), epoch
         b = self.batch
-        index = self.dist.shard(self.order[pos * b : (pos + 1) * b])
+        return self.dist.shard(self.order[pos * b : (pos + 1) * b])
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(real (b, *shape) in the model's range, labels (b,) or None) of step ``step``."""
+        if self.stream is not None:  # unlabelled: image folders only
+            return self.stream.at(step, self.length.total), None
+        index = self.indices(step)
         labels = self.data.labels
         y = labels[index] if self.cfg.model.num_classes is not None and labels is not None else None
         return self.data.batch(index), y

@@ -28,8 +28,9 @@ import torch
 
 from .. import nets
 from ..checkpoint import find_checkpoint, load_network, verify
-from ..config import Config, read_config
-from ..data import TensorData, data_shape, load_data, to_uint8
+from ..config import Config, DataConfig, read_config
+from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
+from ..data.stream import StreamData
 from ..errors import GanforgeError
 from ..runfiles import atomic_write_text, check_output_file
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
@@ -67,7 +68,54 @@ def parse_metrics(names: str | tuple[str, ...] | None, cfg: Config) -> tuple[str
                 f"metrics {','.join(names)}: {name} is not for {kind} ({cfg.data.name}); use "
                 + ("points" if is_points else "fd,pr,is,coverage or fid,kid,inception-is")
             )
+        if metric.needs == "classifier" and not _has_classifier(cfg.data.name):
+            raise GanforgeError(
+                f"metrics {','.join(names)}: {name} is measured with a domain classifier "
+                f"trained on a labelled data set, and {cfg.data.name} has no labels; use "
+                "--metrics fid,kid,inception-is (Inception features; offline they need "
+                "--inception-weights PATH)"
+            )
     return names
+
+
+def _has_classifier(name: str) -> bool:
+    """Whether data set ``name`` has, or can train, a domain classifier (it has labels)."""
+    return features.has_evaluator(name) or labelled(name)
+
+
+def _instead(cfg: Config) -> str:
+    """What else than Inception metrics can score the run's data: for the offline message."""
+    name = cfg.data.name
+    if features.has_evaluator(name):
+        return "or use the classifier metrics: --metrics fd,pr,is,coverage"
+    if labelled(name):
+        return (
+            f"or train {name}'s domain classifier ('ganforge evaluator train --dataset "
+            f"{name}') and use --metrics fd,pr,is,coverage"
+        )
+    return f"{name} has no labels, so no classifier metrics can stand in for these"
+
+
+def real_folder(cfg: Config, folder: str | Path) -> TensorData:
+    """A folder of images as the reference of a run's images (``evaluate --real DIR``):
+    decoded at the run's image size and channels, as ``image-folder`` data would be."""
+    shape = data_shape(cfg.data)
+    if len(shape) != 3:
+        raise GanforgeError(
+            f"--real {folder}: {cfg.data.name} is 2-D data, scored against its own target; "
+            "--real is for image runs"
+        )
+    if not Path(folder).is_dir():
+        raise GanforgeError(f"--real {folder}: no such folder; give a folder of images")
+    dc = DataConfig(
+        name=IMAGE_FOLDER,
+        path=str(folder),
+        size=shape[-1],
+        channels=shape[0],
+        background=cfg.data.background,
+        range=cfg.data.range,
+    )
+    return load_data(dc)
 
 
 class Evaluation:
@@ -83,8 +131,10 @@ class Evaluation:
         device: torch.device | str = "cpu",
         inception_weights: str | Path | None = None,
         real: TensorData | None = None,
+        real_dir: str | Path | None = None,
     ) -> None:
-        """``real``: the reference data (default: ``reference`` split of the run's data)."""
+        """``real``: the reference data (default: ``reference`` split of the run's data);
+        ``real_dir``: a folder of images as the reference (decoded after the checks)."""
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
         self.metrics = parse_metrics(metrics, cfg)
         self.kinds = {name: get_metric(name) for name in self.metrics}
@@ -94,6 +144,8 @@ class Evaluation:
         self.n = n or (points.N_POINTS if self.is_points else N_IMAGES)
         self.extractors: dict[str, Any] = {}
         if self.is_points:
+            if real_dir is not None:
+                real_folder(cfg, real_dir)  # one line: --real is for image runs
             self.primary, self.lower_is_better = points.primary(cfg.data.name)
             self.reference = {"target": cfg.data.name}
             self.pool = real.x if real is not None else load_data(cfg.data).x
@@ -101,14 +153,26 @@ class Evaluation:
             return
         use_inception = "inception" in needs
         # Fail at once (before loading data or sampling) when Inception weights cannot be had.
-        self.weights = inception.resolve_weights(inception_weights) if use_inception else None
+        self.weights = None
+        if use_inception:
+            self.weights = inception.resolve_weights(inception_weights, _instead(cfg))
+        if real is None and real_dir is not None:
+            real = real_folder(cfg, real_dir)
+        given = real is not None
         if real is None:
             real = load_data(replace(cfg.data, split=reference, limit=None))
-        if len(real) > self.n:  # a seeded subset of n reference images
+        source = real.source
+        if len(real) > self.n or isinstance(real, StreamData):  # a seeded subset of n images
             gen = torch.Generator().manual_seed(seed)
-            real = TensorData(real.x[torch.randperm(len(real), generator=gen)[: self.n]], None, "")
+            index = torch.randperm(len(real), generator=gen)[: self.n]
+            if isinstance(real, StreamData):  # a folder read from disk: decode the subset
+                real = TensorData(real.take(index), None, source)
+            else:
+                real = TensorData(real.x[index], None, "")
         self.real = real.x
         self.reference = {"split": reference, "n": len(real)}
+        if given and source:  # e.g. evaluate --real DIR: say which images
+            self.reference = {"real": source, "n": len(real)}
         self.real_radii = None
         if "classifier" in needs:
             self.evaluator = features.load_evaluator(cfg.data.name, self.device)
@@ -212,7 +276,8 @@ def evaluate_run(
     device: str = "auto",
     **kwargs: Any,
 ) -> tuple[Path, dict[str, Any]]:
-    """Evaluate a run's ``best`` (else ``last``) generator; write and return metrics.json."""
+    """Evaluate a run's ``best`` (else ``last``) generator; write and return metrics.json.
+    ``kwargs``: those of ``Evaluation`` (``real_dir``: a folder of images to compare with)."""
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")

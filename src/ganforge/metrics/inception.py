@@ -102,8 +102,10 @@ def check_weights(path: Path, how: str = "--inception-weights") -> Path:
     return path
 
 
-def resolve_weights(path: str | Path | None) -> Path | None:
-    """The weights file to use; None means download. Fails at once when that cannot work."""
+def resolve_weights(path: str | Path | None, instead: str | None = None) -> Path | None:
+    """The weights file to use; None means download. Fails at once when that cannot work,
+    in one line saying what is missing and how to get it, then ``instead``: what else can
+    score the run's data, or that nothing else can."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -113,9 +115,10 @@ def resolve_weights(path: str | Path | None) -> Path | None:
         return check_weights(hub_weights(), "torch's hub cache:")
     if not online():
         raise GanforgeError(
-            "Inception metrics need torch-fidelity's Inception weights and this machine is "
-            f"offline; download {WEIGHTS_URL} elsewhere and pass --inception-weights PATH "
-            f"(or copy it to {hub_weights()}), or use the classifier metrics fd,pr,is,coverage"
+            f"Inception metrics need torch-fidelity's Inception weights (about 95 MB), which "
+            f"are not in {hub_weights().parent} and this machine is offline; download "
+            f"{WEIGHTS_URL} where you are online and pass --inception-weights PATH (or copy "
+            f"the file into that folder)" + (f"; {instead}" if instead else "")
         )
     return None
 

@@ -144,7 +144,7 @@ register(
     "points",
     Metric(
         "points",
-        lambda ctx: points.point_metrics(ctx.data_name, ctx.x, ctx.pool),
+        lambda ctx: points.point_metrics(ctx.data_name, ctx.x, ctx.pool, ctx.ev.cfg.data),
         primary=None,  # per data set: points.primary
         values={
             "modes": False,
