@@ -21,6 +21,7 @@ from ganforge.config import load_config
 from ganforge.engine import loop
 from ganforge.engine.guard import RunLock, StopSignals
 from ganforge.engine.loop import build_models, train
+from ganforge.engine.resume import resume_point
 from ganforge.errors import EXIT_DIVERGED, CheckpointError, Diverged, GanforgeError
 
 from conftest import write_idx
@@ -307,11 +308,11 @@ def test_truncated_or_incomplete_checkpoint_is_skipped_on_resume(trained, tiny_i
     g.write_bytes(g.read_bytes()[:1000])
     messages = []
     models = _models()
-    counters = loop._resume_point(trained, models, torch.device("cpu"), messages.append)
+    counters = resume_point(trained, models, torch.device("cpu"), messages.append)
     assert counters["step"] == 3  # "previous" (the checkpoint before "last")
     assert "skipping checkpoint" in messages[0] and "last" in messages[0]
     (trained / "checkpoints" / "previous" / "manifest.json").unlink()
-    counters = loop._resume_point(trained, _models(), torch.device("cpu"), messages.append)
+    counters = resume_point(trained, _models(), torch.device("cpu"), messages.append)
     assert counters["step"] == 0 and "no usable checkpoint" in messages[-1]
 
 

@@ -385,44 +385,10 @@ def _train(
     recorder = Recorder(run_dir, main, progress, cfg.train.tensorboard, start, dist)
     state.recorder = recorder
     batches = Batches(cfg, data, length, b, dist)
-    every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
-    budget = cfg.train.max_seconds  # seconds of training in this session (single process)
     t_start = time.perf_counter()
     try:
         state.fire("on_train_start")
-        step = start
-        while step < length.total:
-            real, y = batches.at(step)
-            rnd = draw(cfg, step, b, device, dist)
-            out = train_step(step_models, cfg, real, rnd.z, step, rnd.label_noise, y, rnd.aug)
-            done = step + 1
-            if budget is not None and time.perf_counter() - t_start >= budget:
-                length.total = state.total = done  # train.max_seconds: the run ends here
-            if models.g_ema is not None and "loss_g" in out and step >= ema_start_step(cfg):
-                models.g_ema.update_parameters(models.g)
-            log_now = done % cfg.train.log_every == 0 or done == length.total
-            try:
-                if every_step_check or log_now:
-                    if dist.active:
-                        state.stopping = distributed.check_step(dist, out, done, stop.requested)
-                    else:
-                        check_losses(out, done)
-            except Diverged as e:
-                step = _recover(state, e, dist)
-                batches.epoch = -1
-                continue
-            recorder.add(out)
-            state.step, state.epoch = done, step // length.steps_per_epoch + 1
-            progress.tick(done, state.epoch)  # the bar; piped output: a line when one is due
-            if log_now:
-                rec = recorder.record(state.counters, b)
-                state.fire("on_log", rec)
-            if not dist.active:
-                state.stopping = stop.requested
-            state.fire("on_step_end", out)  # samples, checkpoint, evaluation, the caller's
-            if state.stopping:
-                raise Preempted(distributed.stop_signal(stop.signum), done, run_dir)
-            step = done
+        _steps(state, step_models, batches, length, stop, dist, progress)
     except BaseException as exc:
         if main:  # on a full disk this may fail too: the original error is the one to report
             with contextlib.suppress(OSError):
@@ -438,6 +404,57 @@ def _train(
         state.say(final_note(run_dir, length.total))  # which G drew final.png (ema.py)
         write_status(run_dir, "finished")
     return _summary(state, start, wall, recorder.last)
+
+
+def _steps(
+    state: TrainState,
+    step_models: Models,
+    batches: Batches,
+    length: Length,
+    stop: StopSignals,
+    dist: Dist,
+    progress: Progress,
+) -> None:
+    """The training steps from ``state.step`` to the end of the run, or to a stop (raises
+    ``Preempted``) or a divergence past ``train.rollback`` (raises ``Diverged``)."""
+    cfg, models, b, device = state.cfg, state.models, state.batch, state.device
+    recorder = state.recorder
+    assert recorder is not None
+    every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
+    budget = cfg.train.max_seconds  # seconds of training in this session (single process)
+    t_start = time.perf_counter()
+    step = state.step
+    while step < length.total:
+        real, y = batches.at(step)
+        rnd = draw(cfg, step, b, device, dist)
+        out = train_step(step_models, cfg, real, rnd.z, step, rnd.label_noise, y, rnd.aug)
+        done = step + 1
+        if budget is not None and time.perf_counter() - t_start >= budget:
+            length.total = state.total = done  # train.max_seconds: the run ends here
+        if models.g_ema is not None and "loss_g" in out and step >= ema_start_step(cfg):
+            models.g_ema.update_parameters(models.g)
+        log_now = done % cfg.train.log_every == 0 or done == length.total
+        try:
+            if every_step_check or log_now:
+                if dist.active:
+                    state.stopping = distributed.check_step(dist, out, done, stop.requested)
+                else:
+                    check_losses(out, done)
+        except Diverged as e:
+            step = _recover(state, e, dist)
+            batches.epoch = -1
+            continue
+        recorder.add(out)
+        state.step, state.epoch = done, step // length.steps_per_epoch + 1
+        progress.tick(done, state.epoch)  # the bar; piped output: a line when one is due
+        if log_now:
+            state.fire("on_log", recorder.record(state.counters, b))
+        if not dist.active:
+            state.stopping = stop.requested
+        state.fire("on_step_end", out)  # samples, checkpoint, evaluation, the caller's
+        if state.stopping:
+            raise Preempted(distributed.stop_signal(stop.signum), done, state.run_dir)
+        step = done
 
 
 def _hooks(
