@@ -125,7 +125,11 @@ class Progress:
             "leave": True,
         }
         if notebook:
+            import importlib.util
+
             try:
+                if importlib.util.find_spec("ipywidgets") is None:  # the widget needs it; a
+                    raise ImportError("ipywidgets")  # half-built bar would fail in __del__
                 from tqdm.notebook import tqdm as nb_tqdm
 
                 with warnings.catch_warnings():
