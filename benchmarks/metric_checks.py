@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=5000, help="images per set (at most 5,000: halves)")
     p.add_argument("--runs", type=Path, default=None, help="benchmarks/curves.py's --out")
+    p.add_argument("--no-known", action="store_true", help="only the runs' samples (--runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     a = p.parse_args(argv)
     if not 10 < a.n <= 5000:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config("vanilla-fmnist")
     ev = Evaluation(cfg, metrics=METRICS, n=a.n, real=TensorData(half_a, None, ""))
     real_r3 = knn_radii(ev.real_feats.float())
-    sets = {"test, other half (real vs real)": half_b, **cases(a.n, gen)}
+    sets = {} if a.no_known else {"test, other half (real vs real)": half_b, **cases(a.n, gen)}
     if a.runs is not None:
         sets.update(run_samples(a.runs, ev))
     rows = []
