@@ -103,6 +103,11 @@ class Marks(ganforge.Callback):
         self.excluded += time.process_time() - t0
 
 
+def label(recipe: str) -> str:
+    """A recipe's name in the table and plot; dcgan-mnist says that it trained on Fashion-MNIST."""
+    return recipe if load_config(recipe).data.name == DATA else f"{recipe} (on {DATA})"
+
+
 def train_one(recipe: str, seed: int, marks: list[float], out: Path) -> Path:
     """Train ``recipe`` for the last mark's CPU seconds; return its run directory."""
     run_dir = out / f"{recipe}-s{seed}"
@@ -215,7 +220,7 @@ def report(out: Path, n: int, plot: Path, table_path: Path | None) -> None:
     ]
     for recipe in order:
         for mark, rows in sorted(by_recipe[recipe].items()):
-            name = recipe if recipe != "dcgan-mnist" else "dcgan-mnist (on fashion-mnist)"
+            name = label(recipe)
             cells = [
                 name,
                 str(len(rows)),
@@ -251,7 +256,7 @@ def draw(
         marks = sorted(by_recipe[recipe])
         x = [statistics.mean(r["cpu_s"] for r in by_recipe[recipe][m]) / 60 for m in marks]
         y = [statistics.mean(r["fd"] for r in by_recipe[recipe][m]) for m in marks]
-        (line,) = ax.plot(x, y, marker="o", label=recipe)
+        (line,) = ax.plot(x, y, marker="o", label=label(recipe))
         for m in marks:
             rows = by_recipe[recipe][m]
             if len(rows) > 1:
