@@ -808,3 +808,35 @@ def test_max_seconds_ends_the_run_normally_at_the_budget(tmp_path, monkeypatch):
     assert state["step"] == result["steps"]
     assert _log(tmp_path / "run")[result["steps"]]["step"] == result["steps"]
     assert (tmp_path / "run/final.png").is_file()
+
+
+def test_max_cpu_seconds_ends_the_run_at_the_step_that_crosses_it(tmp_path, monkeypatch):
+    """train.max_cpu_seconds: process CPU time, counted from this session's first step; the
+    step that crosses it is the last, logged, sampled and checkpointed like any end."""
+    import ganforge.engine.loop as loop_mod
+
+    clock = iter(float(t) for t in range(10_000))  # each process_time call: one more CPU second
+    monkeypatch.setattr(loop_mod.time, "process_time", lambda: next(clock))
+    cfg = points_config("train.iterations=1000", "train.max_cpu_seconds=6", "train.log_every=1000")
+    result = train(cfg, tmp_path / "run", verbose=False, data=point_data())
+    assert result["steps"] == 6  # read once at the start (0 s), then once per step
+    state = json.loads((tmp_path / "run/checkpoints/last/state.json").read_text())
+    assert state["step"] == 6
+    assert _log(tmp_path / "run")[6]["step"] == 6
+    assert (tmp_path / "run/final.png").is_file()
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "finished"
+
+
+@pytest.mark.parametrize("key", ["max_seconds", "max_cpu_seconds"])
+def test_time_budgets_are_refused_under_torchrun(tmp_path, monkeypatch, key):
+    """Ranks could disagree on when a clock crosses the budget: one line, before any step."""
+    from ganforge.engine import distributed
+
+    monkeypatch.setattr(loop.distributed, "setup", lambda *a: (distributed.Dist(0, 2, 0), None))
+    monkeypatch.setattr(loop.distributed, "shutdown", lambda: None)
+    with pytest.raises(ConfigError, match=f"train.{key} is for single-process runs"):
+        train(points_config(f"train.{key}=5"), tmp_path / "run", verbose=False, data=point_data())
+    assert not (tmp_path / "run/checkpoints").exists()
+    with pytest.raises(ConfigError, match="max_cpu_seconds"):
+        load_config("gaussian-2d", ["train.max_cpu_seconds=0"])

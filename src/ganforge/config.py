@@ -172,6 +172,7 @@ class TrainConfig:
     epochs: int | None = _f(200, gt=0)
     iterations: int | None = _f(None, gt=0)  # when set, the run's length in steps
     max_seconds: float | None = _f(None, gt=0)  # end the run after this much training time
+    max_cpu_seconds: float | None = _f(None, gt=0)  # ... after this much process CPU time
     seed: int = _f(0, ge=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f("fp32", choices=("fp32", "bf16"))

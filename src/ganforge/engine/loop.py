@@ -236,10 +236,11 @@ def train(
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
             check_labels(cfg, data)
-            if cfg.train.max_seconds is not None and dist.active:  # ranks could disagree
-                raise ConfigError(
-                    "train.max_seconds is for single-process runs; set train.iterations instead"
-                )
+            for key in ("max_seconds", "max_cpu_seconds"):  # ranks could disagree
+                if getattr(cfg.train, key) is not None and dist.active:
+                    raise ConfigError(
+                        f"train.{key} is for single-process runs; set train.iterations instead"
+                    )
             length = Length.of(cfg, len(data), batch)
             models = build_models(cfg, data.shape, device, g, d)
             return _train(
@@ -422,15 +423,18 @@ def _steps(
     assert recorder is not None
     every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
     budget = cfg.train.max_seconds  # seconds of training in this session (single process)
-    t_start = time.perf_counter()
+    cpu_budget = cfg.train.max_cpu_seconds  # process CPU seconds (time.process_time) likewise
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     step = state.step
     while step < length.total:
         real, y = batches.at(step)
         rnd = draw(cfg, step, b, device, dist)
         out = train_step(step_models, cfg, real, rnd.z, step, rnd.label_noise, y, rnd.aug)
         done = step + 1
-        if budget is not None and time.perf_counter() - t_start >= budget:
-            length.total = state.total = done  # train.max_seconds: the run ends here
+        if (budget is not None and time.perf_counter() - t_start >= budget) or (
+            cpu_budget is not None and time.process_time() - cpu_start >= cpu_budget
+        ):
+            length.total = state.total = done  # train.max_(cpu_)seconds: the run ends here
         if models.g_ema is not None and "loss_g" in out and step >= ema_start_step(cfg):
             models.g_ema.update_parameters(models.g)
         log_now = done % cfg.train.log_every == 0 or done == length.total
