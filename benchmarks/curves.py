@@ -190,7 +190,7 @@ def real_floor(n: int, out: Path) -> dict[str, float]:
 
 
 def _spread(values: list[float], digits: int) -> str:
-    """The mean, with the range over seeds when there are several."""
+    """The mean, with the range (min-max) over seeds when there are several."""
     mean = statistics.mean(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
@@ -215,7 +215,7 @@ def report(out: Path, n: int, plot: Path, table_path: Path | None) -> None:
         f"{floor['precision']:.3f}, recall {floor['recall']:.3f}, {floor['coverage']}/10 classes.",
         "",
         "| recipe | seeds | mark (CPU s) | CPU s | wall s | steps | FD | precision | recall "
-        "| classes |",
+        "| classes (min-max) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for recipe in order:
@@ -225,13 +225,14 @@ def report(out: Path, n: int, plot: Path, table_path: Path | None) -> None:
                 name,
                 str(len(rows)),
                 f"{mark:.0f}",
-                _spread([r["cpu_s"] for r in rows], 0),
+                f"{statistics.mean(r['cpu_s'] for r in rows):.0f}",
                 _spread([r["wall_s"] for r in rows], 0),
                 _spread([r["step"] for r in rows], 0),
                 _spread([r["fd"] for r in rows], 1),
                 _spread([r["precision"] for r in rows], 3),
                 _spread([r["recall"] for r in rows], 3),
-                _spread([r["coverage"] for r in rows], 0) + f"/{rows[0]['classes']}",
+                "-".join(sorted({str(r["coverage"]) for r in rows}, key=int))
+                + f"/{rows[0]['classes']}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
