@@ -24,7 +24,7 @@ from torch import nn
 
 from . import nets
 from .checkpoint import find_checkpoint, load_network, verify
-from .config import Config, load_config, read_config, recipe_dict, to_dict
+from .config import DEFAULT_RECIPE, Config, load_config, read_config, recipe_dict, to_dict
 from .data import TensorData, data_shape, resolve_path, select, to_uint8
 from .errors import ConfigError, GanforgeError
 from .nets import NetSpec
@@ -53,16 +53,8 @@ def make_config(
     elif recipe is not None and _is_yaml_path(recipe):
         raw = _read_yaml_recipe(Path(recipe))
     else:
-        raw = recipe_dict(str(recipe)) if recipe is not None else None
-    if raw is None:
-        return load_config(None, overrides, base=_merge(_default_raw(), sections))
+        raw = recipe_dict(str(recipe or DEFAULT_RECIPE))
     return load_config(None, overrides, base=_merge(raw, sections))
-
-
-def _default_raw() -> dict[str, Any]:
-    from .config import DEFAULT_RECIPE
-
-    return recipe_dict(DEFAULT_RECIPE)
 
 
 def _is_yaml_path(recipe: str | os.PathLike) -> bool:

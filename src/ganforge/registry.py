@@ -8,6 +8,7 @@ that module is importable. ``python:NAME`` marks an object that was handed to
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -93,6 +94,7 @@ def is_import_path(name: str) -> bool:
     return bool(sep and mod and attr) and not name.startswith(PYTHON_PREFIX)
 
 
+@functools.lru_cache(maxsize=256)  # the training step asks for its loss every step
 def import_object(path: str, key: str) -> Any:
     """The object at ``package.module:attr.sub``; a one-line ConfigError naming ``key``."""
     mod, _, attr = path.partition(":")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import DataConfig
@@ -58,15 +59,10 @@ def _tensor(v: Any, what: str) -> torch.Tensor:
     """A tensor from a tensor, numpy array or PIL image; a one-line error otherwise."""
     if isinstance(v, torch.Tensor):
         return v.detach().cpu()
-    try:
-        import numpy as np
-
-        if isinstance(v, np.ndarray):
-            if v.dtype == object:
-                raise DataError(f"{what}: a numpy array of Python objects; give numbers")
-            return torch.from_numpy(np.ascontiguousarray(v))
-    except ImportError:  # numpy is a dependency; keep the message path simple
-        pass
+    if isinstance(v, np.ndarray):
+        if v.dtype == object:
+            raise DataError(f"{what}: a numpy array of Python objects; give numbers")
+        return torch.from_numpy(np.ascontiguousarray(v))
     from PIL import Image
 
     if isinstance(v, Image.Image):
