@@ -103,14 +103,63 @@ class Marks(ganforge.Callback):
         self.excluded += time.process_time() - t0
 
 
-def label(recipe: str) -> str:
-    """A recipe's name in the table and plot; dcgan-mnist says that it trained on Fashion-MNIST."""
-    return recipe if load_config(recipe).data.name == DATA else f"{recipe} (on {DATA})"
+def label(name: str) -> str:
+    """A run's name in the table and plot (recipe and tag); a recipe made for other data
+    says that it trained on Fashion-MNIST (or on the Fashion-MNIST folder)."""
+    if name.endswith(FOLDER_TAG):
+        return name
+    recipe = name.split("+")[0]
+    return name if load_config(recipe).data.name == DATA else f"{name} (on {DATA})"
 
 
-def train_one(recipe: str, seed: int, marks: list[float], out: Path) -> Path:
-    """Train ``recipe`` for the last mark's CPU seconds; return its run directory."""
-    run_dir = out / f"{recipe}-s{seed}"
+FOLDER_TAG = " (64x64 RGB folder)"
+
+
+def write_folder(root: Path, size: int = 64) -> Path:
+    """Fashion-MNIST's training split as ``size`` x ``size`` RGB PNGs in ``root`` (once):
+    bicubic up-sampling, the gray value in all three channels."""
+    from PIL import Image
+
+    done = root / ".complete"
+    if done.is_file():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    x = load_data(replace(DataConfig(name=DATA), split="train")).x  # uint8 (60000, 1, 28, 28)
+    for i, img in enumerate(x[:, 0].numpy()):
+        im = Image.fromarray(img, "L").resize((size, size), Image.Resampling.BICUBIC)
+        im.convert("RGB").save(root / f"{i:05d}.png")
+    done.write_text(f"{len(x)}\n")
+    print(f"wrote {len(x):,} {size}x{size} RGB PNGs to {root}", flush=True)
+    return root
+
+
+class ToFashion(torch.nn.Module):
+    """A folder G's (N, 3, H, H) samples in [-1, 1] as (N, 1, 28, 28): the channels' mean,
+    then area down-sampling, so the Fashion-MNIST evaluator can score them."""
+
+    def __init__(self, g: torch.nn.Module) -> None:
+        super().__init__()
+        self.g = g
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.g(z).mean(1, keepdim=True)
+        return torch.nn.functional.interpolate(x, size=(28, 28), mode="area")
+
+
+def train_one(
+    recipe: str,
+    seed: int,
+    marks: list[float],
+    out: Path,
+    sets: list[str] = (),  # type: ignore[assignment]
+    tag: str = "",
+    folder: Path | None = None,
+) -> Path:
+    """Train ``recipe`` (with ``sets`` overrides, named ``recipe+tag``; on ``folder`` when
+    given) for the last mark's CPU seconds; return its run directory."""
+    name = recipe + (f"+{tag}" if tag else "") + (FOLDER_TAG if folder else "")
+    slug = recipe + (f"+{tag}" if tag else "") + ("-folder" if folder else "")
+    run_dir = out / f"{slug}-s{seed}"
     if (run_dir / "marks.json").is_file():
         print(f"{run_dir}: trained before, kept", flush=True)
         return run_dir
@@ -120,6 +169,8 @@ def train_one(recipe: str, seed: int, marks: list[float], out: Path) -> Path:
         )
     cfg = load_config(recipe)
     data = {} if cfg.data.name == DATA else {"name": DATA}  # dcgan-mnist: on Fashion-MNIST
+    if folder is not None:
+        data = {"name": "image-folder", "path": str(folder)}
     budget = max(marks) * 1.02 + 3  # the copy at the last mark comes first (see Marks)
     hook = Marks(marks, run_dir / "marks")
     t0 = time.perf_counter()
@@ -129,10 +180,13 @@ def train_one(recipe: str, seed: int, marks: list[float], out: Path) -> Path:
         data=data or None,
         train={"threads": 1, "seed": seed, "max_cpu_seconds": budget, "device": "cpu"},
         callbacks=[hook],
+        overrides=list(sets),
         verbose=False,
     )
     summary = {
-        "recipe": recipe,
+        "recipe": name,
+        "sets": list(sets),
+        "folder": str(folder) if folder else None,
         "seed": seed,
         "data": DATA,
         "steps": run.result["steps"],
@@ -151,11 +205,17 @@ def evaluate_one(run_dir: Path, n: int) -> dict[str, Any]:
     """Score every mark's copy of G; write and return curve.json."""
     summary = json.loads((run_dir / "marks.json").read_text())
     run = ganforge.load(run_dir, "last", device="cpu")
-    ev = Evaluation(run.config, metrics=METRICS, n=n)
+    g = run.generator
+    if summary.get("folder"):  # score as 28x28 grayscale against Fashion-MNIST's test split
+        fashion = load_config("vanilla-fmnist")
+        ev = Evaluation(replace(fashion, model=run.config.model), metrics=METRICS, n=n)
+        g = ToFashion(run.generator)
+    else:
+        ev = Evaluation(run.config, metrics=METRICS, n=n)
     rows = []
     for m in summary["marks"]:
         run.generator.load_state_dict(load_file(str(run_dir / "marks" / m["file"])))
-        v = ev(run.generator)
+        v = ev(g)
         rows.append(
             {
                 **m,
@@ -291,13 +351,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plot", type=Path, default=Path("docs/images/curves-fmnist.png"))
     p.add_argument("--table", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--report-only", action="store_true", help="no training: table and plot")
+    p.add_argument("--set", action="append", default=[], help="a config override (repeatable)")
+    p.add_argument("--tag", default="", help="names runs made with --set: RECIPE+TAG")
+    p.add_argument(
+        "--folder",
+        type=Path,
+        default=None,
+        help="train on Fashion-MNIST written here as 64x64 RGB PNGs (made once); samples are "
+        "scored as 28x28 grayscale",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if not a.report_only:
         marks = [float(m) for m in a.marks.split(",")]
         for recipe in a.recipes.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
-                run_dir = train_one(recipe, seed, marks, a.out)
+                folder = write_folder(a.folder) if a.folder else None
+                run_dir = train_one(recipe, seed, marks, a.out, a.set, a.tag, folder)
                 curve = run_dir / "curve.json"
                 if not curve.is_file() or json.loads(curve.read_text())["n"] != a.n:
                     evaluate_one(run_dir, a.n)

@@ -183,6 +183,7 @@ BUILDER_SHAPES = {
     "dcgan-svhn": (3, 32, 32),
     "dcgan-64": (3, 64, 64),
     "cifar-ships": (3, 32, 32),
+    "resnet": (3, 32, 32),
 }
 
 

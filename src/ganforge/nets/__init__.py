@@ -255,4 +255,4 @@ def sample_noise(
 
 
 # Register the families (import for the side effect).
-from . import cond, dcgan, keras, mlp, toy  # noqa: E402,F401
+from . import cond, dcgan, keras, mlp, resnet, toy  # noqa: E402,F401

@@ -79,8 +79,8 @@ def _class_bn(net: nn.Module, num_classes: int) -> int:
 def _run(seq: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Forward through a (nested) Sequential, handing the labels to the ClassBatchNorms."""
     for m in seq.children():
-        if isinstance(m, ClassBatchNorm):
-            x = m(x, y)
+        if isinstance(m, ClassBatchNorm) or getattr(m, "labelled", False):
+            x = m(x, y)  # a block with class BatchNorms inside takes the labels itself
         elif isinstance(m, nn.Sequential):
             x = _run(m, x, y)
         else:
