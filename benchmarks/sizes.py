@@ -1,10 +1,13 @@
-"""dcgan-64 by image side: parameters and CPU seconds of one training step (not a test).
+"""Image-folder recipes by image side: parameters and CPU seconds of one step (not a test).
 
-One step is the recipe's: a D update on BCE(real, 1) + BCE(fake, 0) halved, then a G update
-on BCE(D(G(z)), 1), Adam, NHWC (channels_last) as the recipe sets, on random images. One
-thread; CPU time (time.process_time), the median of the timed steps after one warm-up step.
+One step is the recipe's: a D update on the recipe's loss (dcgan-64: BCE(real, 1) + BCE(fake,
+0) halved; folder-plus: hinge, spectral norm), then a G update, Adam, NHWC where the recipe
+sets channels_last, on random images; DiffAugment is left out (it costs the same at every
+net). One thread; CPU time (time.process_time), the median of the timed steps after one
+warm-up step.
 
-Usage: .venv/bin/python benchmarks/sizes.py [--batch 16] [--steps 3] [--sizes 32 64 128 256]
+Usage: .venv/bin/python benchmarks/sizes.py [--recipes dcgan-64 folder-plus] [--batch 16]
+       [--steps 3] [--sizes 32 64 128 256]
 """
 
 from __future__ import annotations
@@ -14,34 +17,35 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ganforge import nets
 from ganforge.config import load_config
+from ganforge.losses import get_loss
 
 
-def step_seconds(size: int, batch: int, steps: int) -> tuple[int, int, float]:
-    """(G params, D params, median CPU s of one D + G step) at ``size``."""
-    cfg = load_config("dcgan-64", [f"data.size={size}"])
+def step_seconds(recipe: str, size: int, batch: int, steps: int) -> tuple[int, int, float]:
+    """(G params, D params, median CPU s of one D + G step) of ``recipe`` at ``size``."""
+    cfg = load_config(recipe, [f"data.size={size}"])
     shape = (3, size, size)
-    g = nets.build_generator(cfg.model, shape).to(memory_format=torch.channels_last)
-    d = nets.build_discriminator(cfg.model, shape).to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    g = nets.build_generator(cfg.model, shape).to(memory_format=fmt)
+    d = nets.build_discriminator(cfg.model, shape).to(memory_format=fmt)
+    loss = get_loss(cfg.loss.name)
+    half = 0.5 if cfg.loss.d_average else 1.0
     opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
-    real = (torch.rand(batch, *shape) * 2 - 1).to(memory_format=torch.channels_last)
+    real = (torch.rand(batch, *shape) * 2 - 1).to(memory_format=fmt)
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+    labels = (ones, zeros) if loss.labelled else ()
     times = []
     for i in range(steps + 1):
         t0 = time.process_time()
         fake = g(torch.randn(batch, cfg.model.z_dim))
-        loss_d = (
-            F.binary_cross_entropy_with_logits(d(real), ones)
-            + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros)
-        ) / 2
+        loss_d = half * loss.d(d(real), d(fake.detach()), *labels)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
+        loss_g = loss.g(d(fake))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -52,17 +56,24 @@ def step_seconds(size: int, batch: int, steps: int) -> tuple[int, int, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--recipes", nargs="+", default=["dcgan-64", "folder-plus"])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"dcgan-64, batch {args.batch}, 1 thread, CPU s per step (median of {args.steps})")
-    print(f"{'size':>5} {'G params':>12} {'D params':>12} {'CPU s/step':>11} {'ms/image':>9}")
-    for size in args.sizes:
-        g, d, s = step_seconds(size, args.batch, args.steps)
-        print(f"{size:>5} {g:>12,} {d:>12,} {s:>11.2f} {1000 * s / args.batch:>9.1f}")
+    print(f"batch {args.batch}, 1 thread, CPU s per step (median of {args.steps})")
+    print(
+        f"{'recipe':>12} {'size':>5} {'G params':>12} {'D params':>12} {'CPU s/step':>11} "
+        f"{'ms/image':>9}"
+    )
+    for recipe in args.recipes:
+        for size in args.sizes:
+            g, d, s = step_seconds(recipe, size, args.batch, args.steps)
+            print(
+                f"{recipe:>12} {size:>5} {g:>12,} {d:>12,} {s:>11.2f} {1000 * s / args.batch:>9.1f}"
+            )
 
 
 if __name__ == "__main__":

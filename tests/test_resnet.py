@@ -14,7 +14,15 @@ from ganforge.nets.resnet import stages
 
 @pytest.mark.parametrize(
     ("side", "expected"),
-    [(28, (7, 2)), (32, (4, 3)), (48, (6, 3)), (64, (4, 4)), (96, (6, 4)), (256, (4, 6)), (30, (15, 1))],
+    [
+        (28, (7, 2)),
+        (32, (4, 3)),
+        (48, (6, 3)),
+        (64, (4, 4)),
+        (96, (6, 4)),
+        (256, (4, 6)),
+        (30, (15, 1)),
+    ],
 )
 def test_stages_halve_to_a_base_of_4_to_7(side, expected):
     assert stages(side) == expected
@@ -35,7 +43,9 @@ def test_resnet_shapes_gradients_and_labels(res, classes, shape):
     BatchNorms inside its blocks."""
     args = {"ch": 4, "res": res}
     g_args = {**args, "embed_dim": 0} if classes else args
-    cfg = ModelConfig(g="resnet", d="resnet", z_dim=8, g_args=g_args, d_args=args, num_classes=classes)
+    cfg = ModelConfig(
+        g="resnet", d="resnet", z_dim=8, g_args=g_args, d_args=args, num_classes=classes
+    )
     g, d = nets.build_generator(cfg, shape), nets.build_discriminator(cfg, shape)
     y = None if classes is None else torch.tensor([0, 1, 2, 1])
     x = nets.generate(g, torch.randn(4, 8), y)

@@ -31,7 +31,9 @@ def stages(side: int) -> tuple[int, int]:
     while side > 7 and side % 2 == 0 and side // 2 >= 4:
         side, n = side // 2, n + 1
     if n == 0:
-        raise ValueError(f"resnet needs an image side of 8 or more that halves at least once, got {side}")
+        raise ValueError(
+            f"resnet needs an image side of 8 or more that halves at least once, got {side}"
+        )
     return side, n
 
 
