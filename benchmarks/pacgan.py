@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -91,7 +92,7 @@ def check_stackable(cfg: Config) -> None:
         ("train.augment", bool(tc.augment)),
         ("a gradient-penalty loss", get_loss(lc.name).gradient_penalty),
         ("train.precision", tc.precision != "fp32"),
-        ("optim clip_value", cfg.optim.d.clip_value is not None or cfg.optim.g.clip_value is not None),
+        ("optim.*.clip_value", None not in (cfg.optim.d.clip_value, cfg.optim.g.clip_value)),
         ("optim rmsprop", cfg.optim.d.name != "adam" or cfg.optim.g.name != "adam"),
     ]  # fmt: skip
     for name, used in bad:
@@ -107,7 +108,9 @@ class Stacked:
         self.cfg, self.seeds, self.data = cfg, seeds, data
         self.cfgs = [replace(cfg, train=replace(cfg.train, seed=s)) for s in seeds]
         self.length = Length.of(cfg, len(data))
-        self.batches = [Batches(c, data, self.length, cfg.train.batch_size, Dist()) for c in self.cfgs]
+        self.batches = [
+            Batches(c, data, self.length, cfg.train.batch_size, Dist()) for c in self.cfgs
+        ]
         models = [build_models(c, data.shape, torch.device("cpu")) for c in self.cfgs]
         self.g_base, self.d_base = models[0].g, models[0].d  # the modules functional_call runs
         self.gp, self.gb = stack_module_state([m.g for m in models])
@@ -230,26 +233,27 @@ def run_variant(data_name: str, variant: str, trials: int, marks: list[int],
               flush=True)  # fmt: skip
         # trial 0's scored points, for the figure
         results["points"] = evaluation.sample(trial_generator(cfg, st.sampler_state(0))).tolist()
+    results["state"] = {k: v.detach().clone() for k, v in (st.ema or {**st.gp, **st.gb}).items()}
     return results
 
 
 def summary_line(rows: list[dict[str, Any]]) -> str:
     modes = [r["modes"] for r in rows]
     k = rows[0]["modes_of"]
-    return (
-        f"modes {statistics.mean(modes):.1f}/{k} (min {min(modes)}, all in "
-        f"{sum(m == k for m in modes)}/{len(rows)}), HQ {statistics.mean(r['hq'] for r in rows):.1f}%"
-    )
+    hq = statistics.mean(r["hq"] for r in rows)
+    every = sum(m == k for m in modes)
+    mean = statistics.mean(modes)
+    return f"modes {mean:.1f}/{k} (min {min(modes)}, all in {every}/{len(rows)}), HQ {hq:.1f}%"
 
 
 def speed(data_name: str, trials: int, steps: int) -> None:
     """CPU seconds per trial-step: ganforge.train one trial at a time, against stacked."""
     torch.set_num_threads(1)
-    cfg = variant_config(data_name, "gan", [f"train.iterations={steps}", "eval.every=null",
-                                            "train.sample_every=1000000", "train.log_every=1000000"])  # fmt: skip
+    quiet = ["eval.every=null", "train.sample_every=1000000", "train.log_every=1000000"]
+    cfg = variant_config(data_name, "gan", [f"train.iterations={steps}", *quiet])
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
-        ganforge.train(cfg, Path(tmp) / "run", verbose=False)
+        ganforge.train(cfg, out=Path(tmp) / "run", verbose=False)
         seq = (time.process_time() - c0) / steps
     st = Stacked(cfg, list(range(trials)), load_data(cfg.data))
     st.train_step()  # warm-up
@@ -287,6 +291,8 @@ def main() -> None:
                 res = run_variant(name, variant, args.trials, marks, args.set)
                 path = args.out / name / f"{variant}{args.tag}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
+                # the trials' sampling G at the last step, stacked: for a second look
+                save_file(res.pop("state"), path.with_suffix(".safetensors"))
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(res))
                 tmp.replace(path)
@@ -309,7 +315,8 @@ def report(out: Path, figure: Path) -> None:
             modes = [r["modes"] for r in rows]
             print(
                 f"| {name} | {variant} | {len(rows)} | {int(mark):,} | "
-                f"{statistics.mean(modes):.1f}/{k} | {statistics.mean(r['hq'] for r in rows):.1f} | "
+                f"{statistics.mean(modes):.1f}/{k} | "
+                f"{statistics.mean(r['hq'] for r in rows):.1f} | "
                 f"{min(modes)} | {sum(x == k for x in modes)}/{len(rows)} | "
                 f"{statistics.mean(r['reverse_kl'] for r in rows):.3f} | "
                 f"{paper[0] if paper else ''} | {paper[1] if paper else ''} | {m['cpu_s']:.0f} |"
@@ -344,7 +351,7 @@ def draw_figure(files: list[Path], figure: Path) -> None:
                 ax.axis("off")
                 continue
             res = results[c]
-            pts = torch.tensor(res["points"][0])
+            pts = torch.tensor(res["points"])
             last = max(res["marks"], key=int)
             row = res["marks"][last]["trials"][0]
             ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganforge.checkpoint import find_checkpoint, load_weights
 from ganforge import nets
+from ganforge.checkpoint import find_checkpoint, load_weights
 from ganforge.data import TensorData, load_data
 from ganforge.engine import loop
 
@@ -54,8 +54,16 @@ def outputs(cfg, g_state, d_state) -> tuple[torch.Tensor, torch.Tensor]:
     [
         [],  # the recipe as it ships: PacGAN's plain GAN
         # packing, lazy R1, two D steps per G step, an EMA from step 1, a decaying lr
-        ["model.pack=2", "loss.r1=0.1", "loss.r1_every=2", "train.d_steps=2", "model.ema=0.9",
-         "model.ema_start=1", "optim.g.decay=0.01", "loss.name=hinge"],
+        [
+            "model.pack=2",
+            "loss.r1=0.1",
+            "loss.r1_every=2",
+            "train.d_steps=2",
+            "model.ema=0.9",
+            "model.ema_start=1",
+            "optim.g.decay=0.01",
+            "loss.name=hinge",
+        ],
     ],  # fmt: skip
     ids=["gan", "pac2-r1-dsteps-ema-hinge"],
 )
