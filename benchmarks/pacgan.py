@@ -246,24 +246,40 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     return f"modes {mean:.1f}/{k} (min {min(modes)}, all in {every}/{len(rows)}), HQ {hq:.1f}%"
 
 
-def speed(data_name: str, trials: int, steps: int) -> None:
-    """CPU seconds per trial-step: ganforge.train one trial at a time, against stacked."""
+class StepClock(ganforge.Callback):
+    """Process CPU time of the steps after the first ``skip`` (warm-up) of a ganforge run."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip, self.start, self.seconds, self.steps = skip, 0.0, 0.0, 0
+
+    def on_step_end(self, state: Any, out: dict[str, torch.Tensor]) -> None:
+        if state.step == self.skip:
+            self.start = time.process_time()
+        elif state.step > self.skip:
+            self.seconds, self.steps = time.process_time() - self.start, state.step - self.skip
+
+
+def speed(data_name: str, variant: str, trials: int, steps: int) -> None:
+    """CPU seconds per trial-step: ganforge.train (one trial), against the stacked step."""
     torch.set_num_threads(1)
     quiet = ["eval.every=null", "train.sample_every=1000000", "train.log_every=1000000"]
-    cfg = variant_config(data_name, "gan", [f"train.iterations={steps}", *quiet])
+    cfg = variant_config(data_name, variant, [f"train.iterations={steps + 10}", *quiet])
+    clock = StepClock(10)
     with tempfile.TemporaryDirectory() as tmp:
-        c0 = time.process_time()
-        ganforge.train(cfg, out=Path(tmp) / "run", verbose=False)
-        seq = (time.process_time() - c0) / steps
+        ganforge.train(cfg, out=Path(tmp) / "run", verbose=False, callbacks=[clock])
+    seq = clock.seconds / clock.steps
     st = Stacked(cfg, list(range(trials)), load_data(cfg.data))
-    st.train_step()  # warm-up
+    for _ in range(10):  # warm-up, as above
+        st.train_step()
     c0 = time.process_time()
     for _ in range(steps):
         st.train_step()
     stacked = (time.process_time() - c0) / steps / trials
-    print(f"{data_name}: ganforge.train {seq * 1e3:.1f} ms CPU per step (one trial, {steps} "
-          f"steps incl. the run's files); stacked x{trials}: {stacked * 1e3:.1f} ms CPU per "
-          f"trial-step; speed-up {seq / stacked:.2f}x")  # fmt: skip
+    print(
+        f"{data_name} {variant}: ganforge.train {seq * 1e3:.1f} ms CPU per step (one trial, "
+        f"{steps} steps); stacked x{trials}: {stacked * 1e3:.1f} ms CPU per trial-step; "
+        f"speed-up {seq / stacked:.2f}x"
+    )
 
 
 def main() -> None:
@@ -282,7 +298,7 @@ def main() -> None:
     datasets = args.datasets.split(",")
     if args.speed:
         for name in datasets:
-            speed(name, args.trials, int(args.steps.split(",")[0]))
+            speed(name, args.variants.split(",")[0], args.trials, int(args.steps.split(",")[0]))
         return
     if not args.report_only:
         marks = [int(s) for s in args.steps.split(",")]
