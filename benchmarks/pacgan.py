@@ -1,10 +1,10 @@
 """PacGAN's 2-D protocol: ring-8 and grid-25, the plain GAN and PacGAN2-4, many trials at once.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py                       # the full grid
-    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --datasets ring-8 \\
-        --variants gan,pac4 --trials 10 --steps 2000,5000,10000                # some of it
-    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --speed               # the speed-up only
-    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --report-only         # table + figure
+    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py                 # all, to 20,000 steps: ~8 CPU-h
+    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --datasets grid-25 --variants plus \
+        --trials 10 --steps 2000,4000,6000,8000                          # some of it
+    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --speed --variants gan --steps 100
+    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --report-only   # table + figure again
 
 The protocol (Lin et al. 2018, after VEEGAN): each trial's G is scored on 2,500 points with
 ganforge's own points metrics (``ganforge.metrics.evaluate.Evaluation``: modes with at least
@@ -23,12 +23,15 @@ D, Adam (the recipe's betas and decay), packing, lazy R1, ``train.d_steps``, and
 (``model.ema`` / ``ema_start``). Adam is elementwise, so one Adam over the stacked tensors is
 T independent Adams. tests/test_pacgan_bench.py checks a stacked trial against a ganforge run.
 Options the stacked step does not implement (spectral norm, label tricks, DiffAugment,
-WGAN-GP, bf16) are refused with one line.
+WGAN-GP, bf16, clipping, RMSprop) are refused with one line.
 
 G is evaluated at each step count of ``--steps`` (the sampling G: the EMA where the recipe keeps
-one); results go to ``OUT/<data>/<variant>.json`` and every file there is printed as one table
-and drawn as a scatter of one trial per variant (``--figure``). CPU time is process time
-(``time.process_time``), one thread. Nothing here is part of the tests.
+one); results go to ``OUT/<data>/<variant>.json`` (the trials' last sampling G, stacked, beside
+it as ``.safetensors``) and every file there is printed as one table and drawn as a scatter of
+trial 0 per variant (``--figure``). CPU time is process time (``time.process_time``), one
+thread, evaluation excluded. The speed-up (``--speed``) compares a ``ganforge.train`` run's CPU
+time per step (a callback's clock) with the stacked step's per trial. Only the stacked step's
+equivalence is tested (tests/test_pacgan_bench.py).
 """
 
 from __future__ import annotations
@@ -372,8 +375,11 @@ def draw_figure(files: list[Path], figure: Path) -> None:
             row = res["marks"][last]["trials"][0]
             ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)
             ax.scatter(means[:, 0], means[:, 1], s=6, c="red", marker="x")
-            ax.set_title(f"{name} {res['name']}\n{row['modes']}/{row['modes_of']} modes, "
-                         f"{row['hq']:.1f}% HQ", fontsize=8)  # fmt: skip
+            ax.set_title(
+                f"{name} {res['name']}, {int(last):,} steps\n"
+                f"{row['modes']}/{row['modes_of']} modes, {row['hq']:.1f}% HQ",
+                fontsize=8,
+            )
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
