@@ -1,6 +1,6 @@
 """PacGAN's 2-D protocol: ring-8 and grid-25, the plain GAN and PacGAN2-4, many trials at once.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py                 # all, to 20,000 steps: ~8 CPU-h
+    PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py   # all, to 20,000 steps: ~8 CPU-h
     PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --datasets grid-25 --variants plus \
         --trials 10 --steps 2000,4000,6000,8000                          # some of it
     PYTHONPATH=src .venv/bin/python benchmarks/pacgan.py --speed --variants gan --steps 100
