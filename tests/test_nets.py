@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -159,6 +160,17 @@ def test_keras_family_uses_keras_defaults():
     bound = math.sqrt(6 / (128 + 128 * 16 * 16))
     assert dense.weight.abs().max() <= bound and dense.weight.abs().max() > 0.9 * bound
     assert torch.count_nonzero(dense.bias) == 0
+
+
+def test_toy_generator_without_batch_norm():
+    """grid-25-plus's G: 3 x (Linear 256, ReLU), no BN (2*256+256 + 2*(256*256+256) + 514)."""
+    cfg = ModelConfig(g="toy", z_dim=2, g_args={"width": 256, "depth": 3, "bn": False})
+    g = nets.build_generator(cfg, (2,))
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in g.modules())
+    assert nets.count_params(g) == 132_866
+    with_bn = nets.build_generator(replace(cfg, g_args={"width": 256, "depth": 3}), (2,))
+    assert nets.count_params(with_bn) == 132_866 + 3 * 2 * 256
+    assert g(torch.randn(1, 2)).shape == (1, 2)  # one example: no batch statistics needed
 
 
 def test_dcgan_mnist_widths_slim_the_nets_and_bad_widths_are_config_errors():

@@ -30,13 +30,15 @@ class Maxout(nn.Module):
 
 @GENERATORS.register("toy")
 def toy_generator(
-    z_dim: int, shape: tuple[int, ...], width: int = 400, depth: int = 4
+    z_dim: int, shape: tuple[int, ...], width: int = 400, depth: int = 4, bn: bool = True
 ) -> nn.Module:
-    """PacGAN's 2-D generator: ``depth`` x (Linear ``width``, BN, ReLU), then Linear."""
+    """PacGAN's 2-D generator: ``depth`` x (Linear ``width``, BN, ReLU), then Linear;
+    ``bn=False`` leaves the batch norms out (grid-25-plus)."""
     layers: list[nn.Module] = []
     width_in = z_dim
     for _ in range(depth):
-        layers += [nn.Linear(width_in, width), nn.BatchNorm1d(width), nn.ReLU()]
+        norm = [nn.BatchNorm1d(width)] if bn else []
+        layers += [nn.Linear(width_in, width), *norm, nn.ReLU()]
         width_in = width
     layers += [nn.Linear(width_in, math.prod(shape)), nn.Unflatten(1, tuple(shape))]
     return nn.Sequential(*layers)
