@@ -159,7 +159,7 @@ def train_one(
     seed: int,
     marks: list[float],
     out: Path,
-    sets: list[str] = (),  # type: ignore[assignment]
+    sets: tuple[str, ...] = (),
     tag: str = "",
     folder: Path | None = None,
 ) -> Path:
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         for recipe in a.recipes.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
                 folder = write_folder(a.folder) if a.folder else None
-                run_dir = train_one(recipe, seed, marks, a.out, a.set, a.tag, folder)
+                run_dir = train_one(recipe, seed, marks, a.out, tuple(a.set), a.tag, folder)
                 curve = run_dir / "curve.json"
                 if not curve.is_file() or json.loads(curve.read_text())["n"] != a.n:
                     evaluate_one(run_dir, a.n)
