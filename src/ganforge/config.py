@@ -101,6 +101,9 @@ class ModelConfig:
     g_args: dict[str, Any] = _f({})  # extra keyword arguments of the G builder
     d_args: dict[str, Any] = _f({})  # extra keyword arguments of the D builder
     num_classes: int | None = _f(None, gt=1, le=100_000)  # conditional G and D on the data's labels
+    # self-conditioning: G and D conditioned on k-means clusters of the data (data/clusters.py);
+    # samples draw a cluster by its size, so the run is unconditional to its users
+    clusters: int | None = _f(None, gt=1, le=10_000)
     spectral_norm: bool = False  # spectral normalisation of D's conv and linear weights
     pack: int = _f(1, ge=1, le=8)  # PacGAN: D judges `pack` samples at once (1 = off)
     ema: float | None = _f(None, gt=0, lt=1)  # decay of an EMA copy of G used for sampling
@@ -114,6 +117,16 @@ class ModelConfig:
             raise ConfigError(
                 f"model.ema_start: {s!r} is not allowed; give a step count (0 or more) or auto"
             )
+        if self.clusters is not None and self.num_classes is not None:
+            raise ConfigError(
+                "model.clusters and model.num_classes both condition the nets; set one of them "
+                "(--set model.num_classes=null to use clusters)"
+            )
+
+    @property
+    def conditioned(self) -> int | None:
+        """How many labels G and D take: classes, or clusters; None for plain nets."""
+        return self.num_classes or self.clusters
 
 
 def _losses() -> list[str]:

@@ -30,10 +30,12 @@ from .. import nets
 from ..checkpoint import Models, atomic_write_text, clean_leftovers
 from ..config import Config, save_config
 from ..data import TensorData, load_data
+from ..data.clusters import with_clusters
 from ..data.stream import Prefetch, StreamData
 from ..errors import ConfigError, DataError, Diverged, Preempted
 from ..losses import get_loss
 from ..nets import NetSpec
+from ..nets.cond import SelfConditioned
 from ..report.runlog import status_of_exception, write_status
 from ..runfiles import check_run_dir
 from ..seeding import (  # noqa: F401  (the stream numbers are part of this module's surface)
@@ -90,16 +92,24 @@ class Length:
 
 
 def build_models(
-    cfg: Config, shape: tuple[int, ...], device: torch.device, g: NetSpec = None, d: NetSpec = None
+    cfg: Config,
+    shape: tuple[int, ...],
+    device: torch.device,
+    g: NetSpec = None,
+    d: NetSpec = None,
+    sizes: torch.Tensor | None = None,
 ) -> Models:
     """G, D (seeded init) and their optimizers, on ``device``; ``g`` / ``d``: custom nets
-    (a module, or a builder called like a registered one) in place of ``model.g`` / ``model.d``."""
+    (a module, or a builder called like a registered one) in place of ``model.g`` / ``model.d``;
+    ``sizes``: the clusters' sizes of a self-conditioned run (G draws clusters by them)."""
     init_seed = mix_seed(cfg.train.seed, STREAM_INIT)
     torch.manual_seed(init_seed)
     random.seed(init_seed)  # the global generators too, so that all state is the seed's
     np.random.seed(init_seed % 2**32)
     gen = nets.build_generator(cfg.model, shape, g).to(device)
     dis = nets.build_discriminator(cfg.model, shape, d).to(device)
+    if sizes is not None and isinstance(gen, SelfConditioned):
+        gen.set_prior(sizes)  # before the EMA copies G
     if cfg.train.channels_last and len(shape) == 3:  # conv weights NHWC; others unchanged
         gen = gen.to(memory_format=torch.channels_last)
         dis = dis.to(memory_format=torch.channels_last)
@@ -117,7 +127,7 @@ def write_summary(cfg: Config, models: Models, shape: tuple[int, ...], path: Pat
     device = next(models.g.parameters()).device
     n = 2 * cfg.model.pack  # one pack of examples per pass, two for BatchNorm
     z, x = torch.zeros(n, cfg.model.z_dim, device=device), torch.zeros(n, *shape, device=device)
-    if cfg.model.num_classes is not None:  # conditional nets take (input, labels)
+    if cfg.model.conditioned is not None:  # conditional nets take (input, labels)
         y = torch.zeros(n, dtype=torch.long, device=device)
         z, x = (z, y), (x, y)
     text = (
@@ -196,7 +206,7 @@ class Batches:
             return self.stream.at(step, self.length.total), None
         index = self.indices(step)
         labels = self.data.labels
-        y = labels[index] if self.cfg.model.num_classes is not None and labels is not None else None
+        y = labels[index] if self.cfg.model.conditioned is not None and labels is not None else None
         return self.data.batch(index), y
 
 
@@ -232,7 +242,8 @@ def train(
             device = dist_device or resolve_device(cfg.train.device)
             set_threads(cfg, device)  # train.threads (CPU)
             with stop.phase("while loading the data", None, run_dir, saved=False):
-                data = (data or load_data(cfg.data)).to(device)
+                data, sizes = _labelled(cfg, data or load_data(cfg.data))
+                data = data.to(device)
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
             check_labels(cfg, data)
@@ -242,7 +253,7 @@ def train(
                         f"train.{key} is for single-process runs; set train.iterations instead"
                     )
             length = Length.of(cfg, len(data), batch)
-            models = build_models(cfg, data.shape, device, g, d)
+            models = build_models(cfg, data.shape, device, g, d, sizes)
             return _train(
                 cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
                 dist, callbacks,
@@ -258,6 +269,13 @@ def train(
     finally:
         if dist.active:
             distributed.shutdown()
+
+
+def _labelled(cfg: Config, data: TensorData) -> tuple[TensorData, torch.Tensor | None]:
+    """The data with its k-means clusters as labels under ``model.clusters``, and their sizes."""
+    if cfg.model.clusters is None:
+        return data, None
+    return with_clusters(data, cfg.model.clusters, cfg.train.seed)
 
 
 def check_labels(cfg: Config, data: TensorData) -> None:

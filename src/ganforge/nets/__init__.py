@@ -114,7 +114,7 @@ NetSpec: TypeAlias = nn.Module | Callable[..., nn.Module] | None
 
 def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) -> dict:
     """``num_classes`` for a conditional recipe, after checking the builder takes it."""
-    if cfg.num_classes is None:
+    if cfg.conditioned is None:
         return {}
     try:
         params = inspect.signature(builder).parameters
@@ -127,7 +127,7 @@ def _conditional(builder: Callable[..., nn.Module], cfg: ModelConfig, key: str) 
             f"{key} {name!r} is not class-conditional; remove model.num_classes or choose a "
             "conditional network (see docs/techniques.md)"
         )
-    return {"num_classes": cfg.num_classes}
+    return {"num_classes": cfg.conditioned}
 
 
 def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = None) -> nn.Module:
@@ -135,12 +135,19 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec = Non
 
     ``net``: a custom G (a module, used as it is, or a builder) in place of ``model.g``. With
     ``model.num_classes`` the family's G is wrapped as G(z, y) (``nets.cond``) unless its
-    builder takes ``num_classes`` itself.
+    builder takes ``num_classes`` itself; with ``model.clusters`` that G is wrapped once more
+    (``cond.SelfConditioned``) so that G(z) draws the clusters itself.
     """
-    if isinstance(net, nn.Module):
-        return net
+    g = net if isinstance(net, nn.Module) else _build_g(cfg, shape, net)
+    if cfg.clusters is not None:  # self-conditioned: g(z) draws the clusters
+        g = cond.SelfConditioned(g, cfg.clusters, cfg.z_dim)
+    return g
+
+
+def _build_g(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec) -> nn.Module:
+    """The family's G (or a custom builder's), wrapped as G(z, y) when conditioned."""
     builder = net or GENERATORS.get(_family(cfg.g, "-cond", GENERATORS), "model.g")
-    k, args = cfg.num_classes, dict(cfg.g_args)
+    k, args = cfg.conditioned, dict(cfg.g_args)
     if k is not None and _takes(builder, "num_classes"):  # conditional by itself
         g = _call(builder, "model.g_args", args, z_dim=cfg.z_dim, shape=tuple(shape), num_classes=k)
     elif k is not None:
@@ -164,9 +171,11 @@ def build_discriminator(cfg: ModelConfig, shape: tuple[int, ...], net: NetSpec =
     """D mapping (N, *shape) samples (and labels) to (N, 1) logits, or (N / pack, 1) when
     packed; spectrally normalised when asked for. ``net``: a custom D (module or builder);
     the projection head, spectral norm and packing wrap it as they wrap the registered ones."""
-    k = cfg.num_classes
+    k = cfg.conditioned
     if cfg.pack > 1 and k is not None:
-        raise ConfigError("model.pack: packing is not supported with model.num_classes; use one")
+        raise ConfigError(
+            "model.pack: packing is not supported with model.num_classes or model.clusters; use one"
+        )
     inner = (shape[0] * cfg.pack, *shape[1:])  # packed samples are stacked along channels
     if isinstance(net, nn.Module):
         d = net

@@ -155,3 +155,52 @@ def projection_discriminator(plain: nn.Module, num_classes: int) -> nn.Module:
     w = layers[last].weight  # (1, F) linear, or (1, C, k, k) conv over the whole last map
     assert isinstance(w, torch.Tensor)
     return ProjectionDiscriminator(trunk, head, w[0].numel(), num_classes)
+
+
+# Constants of the noise hash of SelfConditioned.pick: a Mersenne prime modulus and the
+# Park-Miller multiplier; every factor is reduced below 2^31 first, so no int64 overflows.
+_P, _A = 2**31 - 1, 48_271
+
+
+class SelfConditioned(nn.Module):
+    """G(z) of a self-conditioned run (``model.clusters``): a G conditioned on k-means
+    clusters of the training data that, called without labels, draws each sample's cluster
+    in proportion to the clusters' sizes (the ``prior`` buffer, set before training).
+
+    The draw is a hash of the noise vector: the same z gives the same cluster on any device
+    (integer arithmetic on z rounded to 2^-16, which is exact in float32), and since nearby
+    z land in unrelated clusters, the noise of one cluster's samples is still N(0, I), as in
+    training, where G gets each real example's cluster. ``g(z, y)`` chooses the clusters.
+    """
+
+    prior: torch.Tensor  # (k,) float: each cluster's probability
+    weights: torch.Tensor  # (z_dim,) int64: the hash's weights
+
+    def __init__(self, g: nn.Module, num_clusters: int, z_dim: int) -> None:
+        super().__init__()
+        self.g, self.num_clusters = g, num_clusters
+        self.register_buffer("prior", torch.full((num_clusters,), 1.0 / num_clusters))
+        # the hash's fixed weights, one per noise coordinate (not saved: always the same)
+        seeded = torch.Generator().manual_seed(0)
+        weights = torch.randint(1, 2**31 - 1, (z_dim,), generator=seeded)
+        self.register_buffer("weights", weights, persistent=False)
+
+    def set_prior(self, sizes: torch.Tensor) -> None:
+        """The clusters' sizes (or any non-negative weights), as sampling probabilities."""
+        p = sizes.double()
+        if p.shape != self.prior.shape or not bool((p >= 0).all()) or not float(p.sum()) > 0:
+            raise ValueError(f"cluster sizes must be {self.num_clusters} non-negative counts")
+        self.prior.copy_((p / p.sum()).to(self.prior.dtype))
+
+    def pick(self, z: torch.Tensor) -> torch.Tensor:
+        """(N,) clusters for (N, z_dim) noise, each cluster with probability prior[k]."""
+        q = torch.round(z.detach().float().flatten(1) * 65536).long() % _P  # exact in float32
+        h = (q * self.weights % _P).sum(1) % _P  # (N,) in [0, P)
+        for _ in range(3):  # Park-Miller steps spread neighbouring sums over [0, P)
+            h = h * _A % _P
+        u = h.double() / _P  # (N,) ~ U[0, 1)
+        cdf = torch.cumsum(self.prior.double(), 0)[:-1]  # (k - 1,) upper ends of clusters 0..k-2
+        return (u.unsqueeze(1) >= cdf.unsqueeze(0)).sum(1)  # (N,) int64
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.g(z, self.pick(z) if y is None else y)
