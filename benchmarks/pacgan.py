@@ -55,6 +55,7 @@ import ganforge
 from ganforge import nets
 from ganforge.config import Config, load_config
 from ganforge.data import load_data
+from ganforge.data.clusters import with_clusters
 from ganforge.engine.distributed import Dist
 from ganforge.engine.ema import start_step, warmup_decay
 from ganforge.engine.loop import Batches, Length, build_models, draw
@@ -103,6 +104,12 @@ def check_stackable(cfg: Config) -> None:
             sys.exit(f"pacgan.py: error: {name} is not implemented by the stacked step; drop it")
 
 
+def over_trials(fn: Any, *args: Any) -> Any:
+    """``fn`` of one trial, run on every trial at once: vmap over the first axis of each
+    argument (a None argument, such as the labels of unlabelled data, is passed as it is)."""
+    return vmap(fn, in_dims=tuple(None if a is None else 0 for a in args))(*args)
+
+
 class Stacked:
     """T trials of one recipe (seeds ``seeds``) with their weights stacked along a first axis."""
 
@@ -111,10 +118,16 @@ class Stacked:
         self.cfg, self.seeds, self.data = cfg, seeds, data
         self.cfgs = [replace(cfg, train=replace(cfg.train, seed=s)) for s in seeds]
         self.length = Length.of(cfg, len(data))
+        k = cfg.model.clusters  # self-conditioned: each trial clusters with its own seed
+        labelled = [with_clusters(data, k, s) if k else (data, None) for s in seeds]
         self.batches = [
-            Batches(c, data, self.length, cfg.train.batch_size, Dist()) for c in self.cfgs
+            Batches(c, d, self.length, cfg.train.batch_size, Dist())
+            for c, (d, _) in zip(self.cfgs, labelled, strict=True)
         ]
-        models = [build_models(c, data.shape, torch.device("cpu")) for c in self.cfgs]
+        models = [
+            build_models(c, data.shape, torch.device("cpu"), sizes=sizes)
+            for c, (_, sizes) in zip(self.cfgs, labelled, strict=True)
+        ]
         self.g_base, self.d_base = models[0].g, models[0].d  # the modules functional_call runs
         self.gp, self.gb = stack_module_state([m.g for m in models])
         self.dp, self.db = stack_module_state([m.d for m in models])
@@ -124,13 +137,13 @@ class Stacked:
         self.ema_n = 0
         self.step = 0
 
-        def g_one(p: dict, b: dict, z: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.g_base, (p, b), (z,))
+        def g_one(p: dict, b: dict, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            return functional_call(self.g_base, (p, b), (z,) if y is None else (z, y))
 
-        def d_one(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.d_base, (p, b), (x,))
+        def d_one(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            return functional_call(self.d_base, (p, b), (x,) if y is None else (x, y))
 
-        self.g_all, self.d_all = vmap(g_one), vmap(d_one)
+        self.g_one, self.d_one = g_one, d_one
 
     def sampler_state(self, i: int) -> dict[str, torch.Tensor]:
         """Trial ``i``'s sampling G (its EMA once begun, else G) as a state dict."""
@@ -141,24 +154,31 @@ class Stacked:
         """One step of every trial: the engine's ``train_step`` with the weights stacked."""
         cfg, step = self.cfg, self.step
         lc, tc = cfg.loss, cfg.train
-        real = torch.stack([b.at(step)[0] for b in self.batches])  # (T, B, 2)
+        batches = [b.at(step) for b in self.batches]
+        real = torch.stack([r for r, _ in batches])  # (T, B, 2)
+        # the clusters of the real points (T, B), for the fakes too, as the engine does
+        y = None if batches[0][1] is None else torch.stack([c for _, c in batches])
         z = torch.stack([draw(c, step, tc.batch_size, real.device, Dist()).z for c in self.cfgs])
         g_step = (step + 1) % tc.d_steps == 0
         r1_now = lc.r1 > 0 and step % lc.r1_every == 0
         with torch.enable_grad() if g_step else torch.no_grad():
-            fake = self.g_all(self.gp, self.gb, z)
+            fake = over_trials(self.g_one, self.gp, self.gb, z, y)
         fd = fake.detach()
+        d_one = self.d_one
 
-        def loss_d_one(p: dict, b: dict, r: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-            rl = functional_call(self.d_base, (p, b), (r,))
-            fl = functional_call(self.d_base, (p, b), (f,))
+        def loss_d_one(
+            p: dict, b: dict, r: torch.Tensor, f: torch.Tensor, c: torch.Tensor | None
+        ) -> torch.Tensor:
+            rl, fl = d_one(p, b, r, c), d_one(p, b, f, c)
             return d_loss(lc.name, rl.float(), fl.float(), average=lc.d_average)
 
-        total = vmap(loss_d_one)(self.dp, self.db, real, fd).sum()  # trials are independent
+        total = over_trials(
+            loss_d_one, self.dp, self.db, real, fd, y
+        ).sum()  # trials are independent
         if r1_now:  # lazy R1 on the real batch, as engine.step.r1_penalty
             x = real.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(
-                self.d_all(self.dp, self.db, x).sum(), x, create_graph=True
+                over_trials(d_one, self.dp, self.db, x, y).sum(), x, create_graph=True
             )
             r1 = grad.square().sum(-1).mean(-1)  # (T,)
             total = total + 0.5 * lc.r1 * lc.r1_every * r1.sum()
@@ -168,13 +188,15 @@ class Stacked:
         if g_step:
             frozen = {k: v.detach() for k, v in self.dp.items()}
 
-            def loss_g_one(p: dict, b: dict, f: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            def loss_g_one(
+                p: dict, b: dict, f: torch.Tensor, r: torch.Tensor, c: torch.Tensor | None
+            ) -> torch.Tensor:
                 real_now = None
                 if get_loss(lc.name).g_needs_real:
-                    real_now = functional_call(self.d_base, (p, b), (r,)).float().detach()
-                return g_loss(lc.name, functional_call(self.d_base, (p, b), (f,)).float(), real_now)
+                    real_now = d_one(p, b, r, c).float().detach()
+                return g_loss(lc.name, d_one(p, b, f, c).float(), real_now)
 
-            loss_g = vmap(loss_g_one)(frozen, self.db, fake, real).sum()
+            loss_g = over_trials(loss_g_one, frozen, self.db, fake, real, y).sum()
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             optimizer_step(self.opt_g, cfg.optim.g, step // tc.d_steps)
@@ -203,7 +225,8 @@ class Stacked:
 def trial_generator(cfg: Config, state: dict[str, torch.Tensor]) -> nn.Module:
     """A ganforge G of ``cfg`` holding ``state`` (one trial's sampling weights)."""
     g = nets.build_generator(cfg.model, (2,))
-    g.load_state_dict(state)
+    kept = g.state_dict()  # the stacked state also holds buffers that are not saved
+    g.load_state_dict({k: v for k, v in state.items() if k in kept})
     return g
 
 

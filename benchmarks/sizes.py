@@ -37,15 +37,17 @@ def step_seconds(recipe: str, size: int, batch: int, steps: int) -> tuple[int, i
     real = (torch.rand(batch, *shape) * 2 - 1).to(memory_format=fmt)
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
     labels = (ones, zeros) if loss.labelled else ()
+    k = cfg.model.conditioned  # classes or clusters: G and D take one per image
+    y = () if k is None else (torch.arange(batch) % k,)
     times = []
     for i in range(steps + 1):
         t0 = time.process_time()
-        fake = g(torch.randn(batch, cfg.model.z_dim))
-        loss_d = half * loss.d(d(real), d(fake.detach()), *labels)
+        fake = g(torch.randn(batch, cfg.model.z_dim), *y)
+        loss_d = half * loss.d(d(real, *y), d(fake.detach(), *y), *labels)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        loss_g = loss.g(d(fake))
+        loss_g = loss.g(d(fake, *y))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -43,10 +43,11 @@ def outputs(cfg, g_state, d_state) -> tuple[torch.Tensor, torch.Tensor]:
     """The sampling G's points (eval mode) and D's logits, on fixed inputs."""
     z = torch.randn(400, 2, generator=torch.Generator().manual_seed(9))
     g, d = nets.build_generator(cfg.model, (2,)), nets.build_discriminator(cfg.model, (2,))
-    g.load_state_dict(g_state)
+    g.load_state_dict({k: v for k, v in g_state.items() if k in g.state_dict()})
     d.load_state_dict(d_state)
-    with torch.no_grad():
-        return g.eval()(z), d(z)
+    y = () if cfg.model.clusters is None else (torch.arange(400) % cfg.model.clusters,)
+    with torch.no_grad():  # a self-conditioned G draws its clusters; D is given some
+        return g.eval()(z), d(z, *y)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +65,10 @@ def outputs(cfg, g_state, d_state) -> tuple[torch.Tensor, torch.Tensor]:
             "optim.g.decay=0.01",
             "loss.name=hinge",
         ],
+        # self-conditioned: each trial clusters with its seed; G and D take the clusters
+        ["model.clusters=4", "loss.r1=0.1", "loss.r1_every=2", "model.ema=0.9"],
     ],  # fmt: skip
-    ids=["gan", "pac2-r1-dsteps-ema-hinge"],
+    ids=["gan", "pac2-r1-dsteps-ema-hinge", "clusters-r1-ema"],
 )
 def test_stacked_trial_matches_a_ganforge_run(extra, tmp_path):
     sets = [*extra, "data.points=2000", f"train.iterations={STEPS}", "eval.every=null"]

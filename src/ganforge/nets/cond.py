@@ -27,6 +27,12 @@ from torch import nn
 from ..errors import GanforgeError
 
 
+def _batched(y: torch.Tensor) -> bool:
+    """Whether ``y`` is a torch.func batched tensor (inside vmap)."""
+    is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(is_batched is not None and is_batched(y))
+
+
 def check_labels(y: torch.Tensor, n: int, num_classes: int) -> None:
     """Labels must be (n,) integers; on the CPU also in [0, num_classes) (on a GPU the range
     check would wait for the device every step, and the training loop checks the data)."""
@@ -35,6 +41,8 @@ def check_labels(y: torch.Tensor, n: int, num_classes: int) -> None:
             f"class labels must be an int64 tensor of shape ({n},), "
             f"got {y.dtype} of shape {tuple(y.shape)}"
         )
+    if _batched(y):  # under torch.func.vmap (many trials at once) no value can be read
+        return
     if y.device.type == "cpu" and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise GanforgeError(
