@@ -59,7 +59,8 @@ def test_recipe_nets(name: str):
     gen = torch.Generator().manual_seed(0)
     z = nets.sample_noise(b, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")
     real = torch.rand(b, *shape, generator=gen) * 2 - 1
-    y = None if cfg.model.num_classes is None else torch.arange(b) % cfg.model.num_classes
+    k = cfg.model.conditioned  # classes or clusters: a label per example in training
+    y = None if k is None else torch.arange(b) % k
     for p in [*m.g.parameters(), *m.d.parameters()]:
         p.grad = None
     # one step that updates both nets (the last D step of a G step), with its random draws
