@@ -60,6 +60,8 @@ from ganforge.engine.distributed import Dist
 from ganforge.engine.ema import start_step, warmup_decay
 from ganforge.engine.loop import Batches, Length, build_models, draw
 from ganforge.engine.optim import make_optimizer, optimizer_step
+from ganforge.engine.step import check_techniques
+from ganforge.errors import GanforgeError
 from ganforge.losses import d_loss, g_loss, get_loss
 from ganforge.metrics.evaluate import Evaluation
 
@@ -115,6 +117,10 @@ class Stacked:
 
     def __init__(self, cfg: Config, seeds: list[int], data: Any) -> None:
         check_stackable(cfg)
+        try:  # what ganforge train checks before its first step (packs must divide the batch)
+            check_techniques(cfg, data.shape, cfg.train.batch_size)
+        except GanforgeError as e:
+            sys.exit(f"pacgan.py: error: {e}")
         self.cfg, self.seeds, self.data = cfg, seeds, data
         self.cfgs = [replace(cfg, train=replace(cfg.train, seed=s)) for s in seeds]
         self.length = Length.of(cfg, len(data))

@@ -98,3 +98,6 @@ def test_unsupported_options_are_refused():
     cfg = pacgan.variant_config("ring-8", "gan", ["model.spectral_norm=true"])
     with pytest.raises(SystemExit, match="spectral_norm"):
         pacgan.Stacked(cfg, [0], None)
+    cfg = pacgan.variant_config("ring-8", "pac3", ["data.points=300"])  # batch 100, packs of 3
+    with pytest.raises(SystemExit, match="make train.batch_size a multiple of model.pack"):
+        pacgan.Stacked(cfg, [0], load_data(cfg.data))
