@@ -323,9 +323,9 @@ def _start(
         atomic_write_text(run_dir / "env.json", json.dumps(env, indent=1))
     if verbose:
         ng, nd = nets.count_params(models.g), nets.count_params(models.d)
-        state.say(
-            f"ganforge: recipe {cfg.recipe}, {len(data):,} examples from {data.source}, "
-            f"G {ng:,} / D {nd:,} parameters, {state.device.type}, {cfg.train.precision}"
+        state.say(  # the data's source line last: it says what was done to the data
+            f"ganforge: recipe {cfg.recipe}, G {ng:,} / D {nd:,} parameters, "
+            f"{state.device.type}, {cfg.train.precision}; {len(data):,} examples from {data.source}"
         )
         if start:
             state.say(f"resuming at step {start} of {state.total}")
