@@ -3,7 +3,8 @@
     PYTHONPATH=src .venv/bin/python benchmarks/curves.py                  # every recipe, n=10,000
     PYTHONPATH=src .venv/bin/python benchmarks/curves.py --marks 60,180,360 --n 5000 \\
         --recipes vanilla-fmnist,cgan-fmnist                              # some of them
-    PYTHONPATH=src .venv/bin/python benchmarks/curves.py --report-only    # table + plot again
+    PYTHONPATH=src .venv/bin/python benchmarks/curves.py --report-only \
+        --plot docs/images/curves-fmnist.png          # table + plot again (default OUT/curves.png)
 
 Each recipe (and seed) is trained through the library (``ganforge.train``, one thread) until
 its process has spent the last mark's CPU seconds (``train.max_cpu_seconds``, a little over the
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0", help="train.seed values, comma-separated")
     p.add_argument("--n", type=int, default=10_000, help="samples (and test images) per evaluation")
     p.add_argument("--out", type=Path, default=Path("runs/bench-curves"))
-    p.add_argument("--plot", type=Path, default=Path("docs/images/curves-fmnist.png"))
+    p.add_argument("--plot", type=Path, default=None, help="the figure (default OUT/curves.png)")
     p.add_argument("--table", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--report-only", action="store_true", help="no training: table and plot")
     p.add_argument("--set", action="append", default=[], help="a config override (repeatable)")
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
                 curve = run_dir / "curve.json"
                 if not curve.is_file() or json.loads(curve.read_text())["n"] != a.n:
                     evaluate_one(run_dir, a.n)
-    report(a.out, a.n, a.plot, a.table)
+    report(a.out, a.n, a.plot or a.out / "curves.png", a.table)
 
 
 if __name__ == "__main__":
