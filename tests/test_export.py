@@ -35,12 +35,14 @@ def _run(root, recipe: str, *extra: str):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny trained runs: an MLP with an EMA of G, a DCGAN, a conditional MLP."""
+    """Tiny trained runs: an MLP with an EMA of G, a DCGAN, a conditional MLP, and a
+    self-conditioned MLP (G(z) draws its clusters from a hash of z: integer ops exported)."""
     root = tmp_path_factory.mktemp("export")
     return {
         "mlp": _run(root, "vanilla-fmnist", "model.ema=0.5"),
         "dcgan": _run(root, "dcgan-mnist"),
         "cond": _run(root, "cgan-fmnist"),
+        "clusters": _run(root / "self-conditioned", "vanilla-fmnist", "model.clusters=4"),
     }
 
 
@@ -58,7 +60,7 @@ def _reference(run, z, y) -> np.ndarray:
         return nets.generate(s.g, z, y).numpy()
 
 
-@pytest.mark.parametrize("kind", ["mlp", "dcgan", "cond"])
+@pytest.mark.parametrize("kind", ["mlp", "dcgan", "cond", "clusters"])
 def test_onnx_matches_pytorch(runs, kind, tmp_path, capsys):
     import onnxruntime as ort
 
@@ -74,7 +76,7 @@ def test_onnx_matches_pytorch(runs, kind, tmp_path, capsys):
     assert np.abs(got - want).max() < 1e-4
 
 
-@pytest.mark.parametrize("kind", ["mlp", "dcgan", "cond"])
+@pytest.mark.parametrize("kind", ["mlp", "dcgan", "cond", "clusters"])
 def test_torchscript_matches_pytorch(runs, kind, tmp_path):
     run, out = runs[kind], tmp_path / "g.pt"
     assert main(["export", str(run), "--format", "torchscript", "-o", str(out)]) == 0
