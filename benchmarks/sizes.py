@@ -1,9 +1,10 @@
 """Image-folder recipes by image side: parameters and CPU seconds of one step (not a test).
 
-One step is the recipe's: a D update on the recipe's loss (dcgan-64: BCE(real, 1) + BCE(fake,
-0) halved; folder-plus: hinge, spectral norm), then a G update, Adam, NHWC where the recipe
-sets channels_last, on random images; DiffAugment is left out (it costs the same at every
-net). One thread; CPU time (time.process_time), the median of the timed steps after one
+One step is the recipe's, through the engine (``build_models``, ``train_step``): a D update
+on the recipe's loss (dcgan-64: BCE(real, 1) + BCE(fake, 0) halved; folder-plus: hinge,
+spectral norm), then a G update, the recipe's optimizers, NHWC where the recipe sets
+channels_last, on random images; DiffAugment is left out (it costs the same at every net).
+One thread; CPU time (time.process_time), the median of the timed steps after one
 warm-up step.
 
 Usage: .venv/bin/python benchmarks/sizes.py [--recipes dcgan-64 folder-plus] [--batch 16]
@@ -20,40 +21,27 @@ import torch
 
 from ganforge import nets
 from ganforge.config import load_config
-from ganforge.losses import get_loss
+from ganforge.engine.loop import build_models
+from ganforge.engine.step import train_step
 
 
 def step_seconds(recipe: str, size: int, batch: int, steps: int) -> tuple[int, int, float]:
-    """(G params, D params, median CPU s of one D + G step) of ``recipe`` at ``size``."""
-    cfg = load_config(recipe, [f"data.size={size}"])
+    """(G params, D params, median CPU s of one D + G step) of ``recipe`` at ``size``: the
+    engine's own ``build_models`` and ``train_step``, with DiffAugment off."""
+    cfg = load_config(recipe, [f"data.size={size}", "train.augment=[]"])
     shape = (3, size, size)
-    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    g = nets.build_generator(cfg.model, shape).to(memory_format=fmt)
-    d = nets.build_discriminator(cfg.model, shape).to(memory_format=fmt)
-    loss = get_loss(cfg.loss.name)
-    half = 0.5 if cfg.loss.d_average else 1.0
-    opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
-    real = (torch.rand(batch, *shape) * 2 - 1).to(memory_format=fmt)
-    ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
-    labels = (ones, zeros) if loss.labelled else ()
+    m = build_models(cfg, shape, torch.device("cpu"))
+    real = torch.rand(batch, *shape) * 2 - 1
     k = cfg.model.conditioned  # classes or clusters: G and D take one per image
-    y = () if k is None else (torch.arange(batch) % k,)
+    y = None if k is None else torch.arange(batch) % k
     times = []
     for i in range(steps + 1):
         t0 = time.process_time()
-        fake = g(torch.randn(batch, cfg.model.z_dim), *y)
-        loss_d = half * loss.d(d(real, *y), d(fake.detach(), *y), *labels)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = loss.g(d(fake, *y))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        z = torch.randn(batch, cfg.model.z_dim)
+        train_step(m, cfg, real, z, cfg.train.d_steps - 1, y=y)  # a step that updates both
         if i:  # the first step is a warm-up
             times.append(time.process_time() - t0)
-    return nets.count_params(g), nets.count_params(d), statistics.median(times)
+    return nets.count_params(m.g), nets.count_params(m.d), statistics.median(times)
 
 
 def main() -> None:
