@@ -49,8 +49,9 @@ def test_the_formula_matches_the_documented_counts():
 
 @pytest.mark.parametrize("size", [28, *SIZES])
 def test_folder_plus_builds_and_runs_at_each_size(size):
-    """folder-plus's resnet nets at every side it is documented for (28: sngan-fmnist's):
-    G's output and D's logit shapes, spectral norm on D's weights, a stage per halving."""
+    """folder-plus's resnet nets at every side it is documented for (and 28): G's output and
+    D's logit shapes, spectral norm on D's weights, the side halved to 8 or less and the
+    last two halvings (one where there are only two) a pixel shuffle: no conv at full size."""
     from ganforge.nets.resnet import stages
 
     torch.manual_seed(0)
@@ -58,12 +59,20 @@ def test_folder_plus_builds_and_runs_at_each_size(size):
     shape = (3, size, size)
     g = nets.build_generator(cfg.model, shape)
     d = nets.build_discriminator(cfg.model, shape)
-    base, n = stages(size)
-    assert base * 2**n == size
+    start, n = stages(size, 8)
+    assert start * 2**n == size and start <= 8
+    sub = min(2, n - 1)
     ups = [m for m in g.modules() if type(m).__name__ == "Up"]
-    assert len(ups) == n
+    assert len(ups) == n - sub
     assert any(hasattr(m, "parametrizations") for m in d.modules())  # spectral norm
+    sides: list[int] = []
+    for net in (g, d):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
     with torch.no_grad():
-        x = g(torch.randn(2, cfg.model.z_dim))
-        assert x.shape == (2, *shape) and d(x).shape == (2, 1)
+        x = g(torch.randn(2, cfg.model.z_dim))  # self-conditioned: G draws the clusters
+        y = torch.tensor([0, cfg.model.clusters - 1])  # D takes each image's cluster
+        assert x.shape == (2, *shape) and nets.judge(d, x, y).shape == (2, 1)
         assert x.abs().max() <= 1
+    assert max(sides) == size // 2**sub

@@ -840,3 +840,76 @@ def test_time_budgets_are_refused_under_torchrun(tmp_path, monkeypatch, key):
     assert not (tmp_path / "run/checkpoints").exists()
     with pytest.raises(ConfigError, match="max_cpu_seconds"):
         load_config("gaussian-2d", ["train.max_cpu_seconds=0"])
+
+
+# ---------------------------------------------------------------- adaptive augmentation
+
+
+def test_adaptive_share_moves_by_batch_over_100k_images_toward_d_overfitting():
+    """ADA's rule at ganforge's pace: p rises by batch / 100,000 when more than 60% (net) of
+    the real logits are positive, falls otherwise, and stays within [0, 1]."""
+    p = torch.zeros(())
+    real_real = torch.ones(10, 1)
+    assert float(step_mod.adapt_augment(p, real_real, 100)) == pytest.approx(100 / 100_000)
+    mixed = torch.tensor([[1.0]] * 7 + [[-1.0]] * 3)  # r = 0.4 < 0.6: back down, not below 0
+    step_mod.adapt_augment(p, mixed, 100)
+    step_mod.adapt_augment(p, mixed, 100)
+    assert float(p) == 0.0
+    p.fill_(1.0)
+    step_mod.adapt_augment(p, real_real, 100)
+    assert float(p) == 1.0
+
+
+def test_a_share_of_0_augments_nothing_and_1_everything():
+    """augment_p=0: D sees the raw batches (the draws for the choice do not change the
+    step: weights equal those of a run without augmentation); augment_p=1: the images are
+    the full DiffAugment of the batch, as without the option."""
+    real, z = batch((1, 8, 8), 0).clamp(-1, 1), batch((8,), 1)
+    seen = {}
+    for name, sets in {
+        "none": [],
+        "p0": ["train.augment=[translation,cutout]", "train.augment_p=0"],
+    }.items():
+        cfg = image_config(*sets)
+        m = build_models(cfg, (1, 8, 8), CPU)
+        m.d = Recorder(m.d)
+        train_step(m, cfg, real, z, 0, gen=torch.Generator().manual_seed(7))
+        seen[name] = m.d.inputs[0]
+    assert torch.equal(seen["none"], seen["p0"])
+    cfg = image_config("train.augment=[translation,cutout]", "train.augment_p=1")
+    m = build_models(cfg, (1, 8, 8), CPU)
+    m.d = Recorder(m.d)
+    train_step(m, cfg, real, z, 0, gen=torch.Generator().manual_seed(7))
+    want = diff_augment(real, ["translation", "cutout"], torch.Generator().manual_seed(7))
+    assert torch.equal(m.d.inputs[0], want)
+
+
+def test_adaptive_augmentation_is_logged_saved_and_resumed_exactly(tmp_path, monkeypatch):
+    """augment_p=auto: p starts at 0 and moves every step (logged); a checkpoint holds it
+    (state.json) and a resumed run continues from it: 24 steps straight equal 12 + 12. So
+    that p matters within 24 steps, the rule's target is set below any r (p always rises)
+    and its pace to 0.05 a step (16 images of 320)."""
+    monkeypatch.setattr(step_mod, "ADA_TARGET", -2.0)
+    monkeypatch.setattr(step_mod, "ADA_IMAGES", 320)
+    common = [
+        "train.sample_every=12",
+        "train.log_every=1",
+        "train.grid=[2,2]",
+        "train.augment=[translation,cutout]",
+        "train.augment_p=auto",
+        "train.batch_size=16",
+    ]
+    data = image_data()
+    full = image_config(*common, "train.iterations=24")
+    train(full, tmp_path / "full", verbose=False, data=data)
+    log = _log(tmp_path / "full")
+    ps = [log[s]["augment_p"] for s in sorted(log)]
+    assert ps == pytest.approx([min(1.0, 0.05 * s) for s in range(1, 25)])
+    saved = json.loads((tmp_path / "full/checkpoints/last/state.json").read_text())
+    assert saved["augment_p"] == pytest.approx(ps[-1])
+    train(image_config(*common, "train.iterations=12"), tmp_path / "part", verbose=False, data=data)
+    train(full, tmp_path / "part", resume=True, verbose=False, data=data)
+    assert_same_checkpoints(tmp_path / "full", tmp_path / "part", ("g", "d", "state"))
+    assert _log(tmp_path / "full") == _log(tmp_path / "part")
+    part = json.loads((tmp_path / "part/checkpoints/last/state.json").read_text())
+    assert part["augment_p"] == saved["augment_p"]

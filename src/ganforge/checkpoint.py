@@ -58,6 +58,8 @@ class Models:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     g_ema: AveragedModel | None = None  # model.ema: the averaged G, used for sampling
+    # train.augment_p=auto: the share of images augmented now, a 0-d float32 on the device
+    augment_p: torch.Tensor | None = None
 
     def sampler(self) -> nn.Module:
         """The G to sample and evaluate with: the EMA once it has begun averaging, else G."""
@@ -166,6 +168,8 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
             if updates:  # before its first update the EMA holds nothing worth sampling
                 save_file(_tensors(models.g_ema.module.state_dict()), tmp / "g_ema.safetensors")
                 files += ["g_ema.safetensors"]
+        if models.augment_p is not None:  # exact in JSON: a float32 is a double
+            counters = {**counters, "augment_p": float(models.augment_p)}
         meta = {
             "format": FORMAT,
             **counters,
@@ -248,6 +252,9 @@ def check_state(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     for key in COUNTERS:
         if key in state and not _is_count(state[key]):
             raise bad(key, "is not a count (an integer >= 0)")
+    p = state.get("augment_p", 0.0)
+    if not (_is_number(p) and 0 <= p <= 1):
+        raise bad("augment_p", "is not a share from 0 to 1")
     optim = state.get("optim")
     if not isinstance(optim, dict) or set(optim) != {"g", "d"}:
         raise bad("optim", "is not an object with the optimizers g and d")
@@ -605,6 +612,8 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         _check_optimizer(path, "D", models.opt_d)
         _match_layouts(models.opt_g)
         _match_layouts(models.opt_d)
+        if models.augment_p is not None:  # a run that had a fixed share starts from 0
+            models.augment_p.fill_(meta.get("augment_p", 0.0))
         if models.g_ema is not None:  # a run that had no EMA yet starts one from G
             models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
             if ema is not None:

@@ -193,6 +193,9 @@ class TrainConfig:
     channels_last: bool = False  # image nets' weights and batches in NHWC (faster convolutions)
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
     augment: tuple[str, ...] = _f((), choices=_augments)  # DiffAugment on D's real and fake
+    # the share of images augmented: 1 = all, or auto: from 0, raised while D calls more
+    # than 60% of the real images real and lowered below (ADA's rule, engine/step.py)
+    augment_p: float | str = 1.0
     log_every: int = _f(50, gt=0)  # steps between log.jsonl records
     progress_every_s: float = _f(30.0, gt=0)  # piped output: seconds between progress lines
     sample_every: int | None = _f(None, gt=0)  # steps between sample grids; None = each epoch
@@ -207,6 +210,15 @@ class TrainConfig:
     dist_timeout: float = _f(
         900.0, gt=0, le=604_800
     )  # seconds a collective may wait before failing
+
+    def __post_init__(self) -> None:
+        p = self.augment_p
+        if not (
+            p == "auto" or (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1)
+        ):
+            raise ConfigError(
+                f"train.augment_p: {p!r} is not allowed; give a share from 0 to 1 or auto"
+            )
 
 
 @dataclass(frozen=True)

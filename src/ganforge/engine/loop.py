@@ -113,12 +113,14 @@ def build_models(
     if cfg.train.channels_last and len(shape) == 3:  # conv weights NHWC; others unchanged
         gen = gen.to(memory_format=torch.channels_last)
         dis = dis.to(memory_format=torch.channels_last)
+    auto = cfg.train.augment and cfg.train.augment_p == "auto"
     return Models(
         gen,
         dis,
         make_optimizer(gen.parameters(), cfg.optim.g),
         make_optimizer(dis.parameters(), cfg.optim.d),
         make_ema(gen, cfg),
+        torch.zeros((), device=device) if auto else None,
     )
 
 
@@ -393,6 +395,7 @@ def _train(
             distributed.wrap(models.d, dist, device),
             models.opt_g,
             models.opt_d,
+            augment_p=models.augment_p,  # the same tensor: the step updates it in place
         )
     preparing = "while preparing the evaluation"
     with stop.phase(preparing, start, run_dir, enabled=not dist.active, saved=start > 0):

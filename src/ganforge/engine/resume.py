@@ -182,3 +182,5 @@ def reinitialise(models: Models, fresh: Models) -> None:
     models.opt_d.load_state_dict(fresh.opt_d.state_dict())
     if models.g_ema is not None and fresh.g_ema is not None:
         models.g_ema.load_state_dict(fresh.g_ema.state_dict())
+    if models.augment_p is not None and fresh.augment_p is not None:
+        models.augment_p.copy_(fresh.augment_p)

@@ -101,6 +101,26 @@ def r1_penalty(d: nn.Module, real: torch.Tensor, y: torch.Tensor | None = None) 
     return _penalty_grad(d, real, y).mean()
 
 
+ADA_TARGET = 0.6  # the share of real images D may call real before augmenting more
+ADA_IMAGES = 100_000  # images over which p may move from 0 to 1 (ADA: 500,000, for GPU-days)
+
+
+def adapt_augment(p: torch.Tensor, real_logits: torch.Tensor, batch: int) -> torch.Tensor:
+    """``train.augment_p=auto`` (ADA's rule, Karras et al. 2020): r = E[sign(D(real))], the
+    share of real images D calls real minus those it calls fake; p rises by batch / 100,000
+    when r > 0.6 (D is learning the real images by heart) and falls otherwise, within [0, 1].
+    The pace is 5x ADA's (0 to 1 in 100,000 images, not 500,000): a CPU run sees a few
+    hundred thousand images in all, and a small folder is learnt by heart within them.
+    In place, on the device (no host sync); under torchrun r is averaged over the processes
+    so that every process keeps the same p. Returns p's new value (a copy, for the log)."""
+    r = torch.sign(real_logits.float()).mean()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(r)
+        r = r / torch.distributed.get_world_size()
+    p.add_(torch.sign(r - ADA_TARGET) * (batch / ADA_IMAGES)).clamp_(0.0, 1.0)
+    return p.detach().clone()
+
+
 def train_step(
     m: Models,
     cfg: Config,
@@ -127,11 +147,20 @@ def train_step(
     g_step = (step + 1) % tc.d_steps == 0
     r1_now = lc.r1 > 0 and step % lc.r1_every == 0
 
+    # the share of images augmented: adaptive (a tensor), or the config's fixed number
+    # (auto with no augmentation, or Models made without the tensor: no images to choose)
+    fixed = 1.0 if tc.augment_p == "auto" else float(tc.augment_p)
+    p = m.augment_p if m.augment_p is not None else fixed
+
     def aug(x: torch.Tensor) -> torch.Tensor:
         if not tc.augment:
             return x
         assert gen is not None  # the loop draws one whenever train.augment is set
-        return diff_augment(x, tc.augment, gen)
+        if not isinstance(p, torch.Tensor) and p >= 1:
+            return diff_augment(x, tc.augment, gen)
+        # each image augmented with probability p (drawn before the policies' own draws)
+        keep = torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=x.device) >= p
+        return torch.where(keep, x, diff_augment(x, tc.augment, gen))
 
     out: dict[str, torch.Tensor] = {}
     # ---- D step: real toward real, detached fake toward fake
@@ -172,6 +201,8 @@ def train_step(
     total_d.backward()
     optimizer_step(m.opt_d, cfg.optim.d, step)
     out["loss_d"] = loss_d.detach()
+    if m.augment_p is not None:
+        out["augment_p"] = adapt_augment(m.augment_p, real_logits.detach(), tc.batch_size)
     out["d_real"] = torch.sigmoid(real_logits.detach().float()).mean()
     out["d_fake"] = torch.sigmoid(fake_logits.detach().float()).mean()
     if not g_step:

@@ -71,6 +71,9 @@ ARG_RANGES: dict[str, dict[str, float]] = {
     "bn_eps": {"gt": 0},
     "slope": {"ge": 0, "le": 1},
     "embed_dim": {"ge": 0, "le": 4096},  # 0: no label embedding concatenated to z
+    "shuffle": {"ge": 0, "le": 8},  # resnet: sub-pixel stages (0: none)
+    "mbstd": {"ge": 0, "le": 4096},  # resnet: minibatch-std group size (0: off)
+    "base": {"ge": 4, "le": 4096},  # resnet: the largest side G starts from
 }
 MAX_SIZE = 4096  # widths, channels, units, depth: larger would not fit in memory anyway
 
