@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import ganforge
 from ganforge.config import load_config
-from ganforge.data import TensorData
 from ganforge.data.clusters import find_clusters, with_clusters
-from ganforge.errors import ConfigError, DataError
+from ganforge.errors import ConfigError
 from ganforge.nets.cond import SelfConditioned
 
 from runhelpers import tiny_images
@@ -76,11 +76,43 @@ def test_fewer_examples_than_clusters_leave_the_rest_empty():
     assert "3 empty" in labelled.source
 
 
-def test_streamed_data_is_refused_in_one_line(monkeypatch):
-    data = tiny_images(64)
-    monkeypatch.setattr(TensorData, "streamed", True)
-    with pytest.raises(DataError, match="needs the data in memory"):
-        with_clusters(data, 4, seed=0)
+def test_a_streamed_folder_gets_the_in_memory_clusters_and_trains_the_same(tmp_path, monkeypatch):
+    """A folder streamed from disk is clustered chunk by chunk (fitted on a subset when it
+    has more than FIT images) with the labels of the in-memory path, and a self-conditioned
+    run on it is the in-memory run, weight for weight."""
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.cli import main
+    from ganforge.config import DataConfig
+    from ganforge.data import clusters, load_data
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "f"
+    root.mkdir()
+    for i in range(40):  # two kinds of image: dark and light, with noise
+        base = 40 if i % 2 else 200
+        px = np.clip(base + rng.integers(-30, 30, (12, 12, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(px).save(root / f"{i:03d}.png")
+    monkeypatch.setattr(clusters, "FIT", 24)  # fit on a subset, then label all 40
+    got = {}
+    for mode in ("never", "always"):
+        data = load_data(DataConfig(name="image-folder", path=str(root), size=8, stream=mode))
+        assert data.streamed == (mode == "always")
+        labelled, sizes = with_clusters(data, 2, seed=0)
+        got[mode] = labelled.labels
+        assert sorted(sizes.tolist()) == [20, 20]
+    assert torch.equal(got["never"], got["always"])
+    runs = {}
+    for mode in ("never", "always"):
+        run = tmp_path / mode
+        argv = ["train", "-r", "folder-plus", "--data", str(root), "--out", str(run), "-q"]
+        sets = [f"data.stream={mode}", "data.size=32", "model.clusters=2", "train.iterations=3"]
+        sets += ["train.batch_size=8", "train.report=false", "train.threads=1"]
+        assert main([*argv, "--device", "cpu", *[a for x in sets for a in ("--set", x)]]) == 0
+        runs[mode] = load_file(run / "checkpoints" / "last" / "g.safetensors")
+    for key, value in runs["never"].items():
+        assert torch.equal(value, runs["always"][key]), key
 
 
 RUN = {

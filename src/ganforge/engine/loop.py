@@ -204,10 +204,13 @@ class Batches:
 
     def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(real (b, *shape) in the model's range, labels (b,) or None) of step ``step``."""
-        if self.stream is not None:  # unlabelled: image folders only
-            return self.stream.at(step, self.length.total), None
-        index = self.indices(step)
         labels = self.data.labels
+        if self.stream is not None:  # image folders; labelled by clusters only
+            x = self.stream.at(step, self.length.total)
+            if self.cfg.model.conditioned is None or labels is None:
+                return x, None
+            return x, labels[self.indices(step)].to(x.device)
+        index = self.indices(step)
         y = labels[index] if self.cfg.model.conditioned is not None and labels is not None else None
         return self.data.batch(index), y
 
