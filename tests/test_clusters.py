@@ -106,7 +106,7 @@ def test_a_streamed_folder_gets_the_in_memory_clusters_and_trains_the_same(tmp_p
     runs = {}
     for mode in ("never", "always"):
         run = tmp_path / mode
-        argv = ["train", "-r", "folder-plus", "--data", str(root), "--out", str(run), "-q"]
+        argv = ["train", "-r", "folder-plus-large", "--data", str(root), "--out", str(run), "-q"]
         sets = [f"data.stream={mode}", "data.size=32", "model.clusters=2", "train.iterations=3"]
         sets += ["train.batch_size=8", "train.report=false", "train.threads=1"]
         assert main([*argv, "--device", "cpu", *[a for x in sets for a in ("--set", x)]]) == 0

@@ -49,13 +49,35 @@ def test_the_formula_matches_the_documented_counts():
 
 @pytest.mark.parametrize("size", [28, *SIZES])
 def test_folder_plus_builds_and_runs_at_each_size(size):
-    """folder-plus's resnet nets at every side it is documented for (and 28): G's output and
+    """folder-plus's resnet nets at every side it is documented for (28: sngan-fmnist's):
+    G's output and D's logit shapes, spectral norm on D's weights, a stage per halving."""
+    from ganforge.nets.resnet import stages
+
+    torch.manual_seed(0)
+    cfg = load_config("folder-plus", [f"data.size={size}"])
+    shape = (3, size, size)
+    g = nets.build_generator(cfg.model, shape)
+    d = nets.build_discriminator(cfg.model, shape)
+    base, n = stages(size)
+    assert base * 2**n == size
+    ups = [m for m in g.modules() if type(m).__name__ == "Up"]
+    assert len(ups) == n
+    assert any(hasattr(m, "parametrizations") for m in d.modules())  # spectral norm
+    with torch.no_grad():
+        x = g(torch.randn(2, cfg.model.z_dim))
+        assert x.shape == (2, *shape) and d(x).shape == (2, 1)
+        assert x.abs().max() <= 1
+
+
+@pytest.mark.parametrize("size", [28, *SIZES])
+def test_folder_plus_large_builds_and_runs_at_each_size(size):
+    """folder-plus-large's resnet nets at every side it is documented for (and 28): G's output and
     D's logit shapes, spectral norm on D's weights, the side halved to 8 or less and the
     last two halvings (one where there are only two) a pixel shuffle: no conv at full size."""
     from ganforge.nets.resnet import stages
 
     torch.manual_seed(0)
-    cfg = load_config("folder-plus", [f"data.size={size}"])
+    cfg = load_config("folder-plus-large", [f"data.size={size}"])
     shape = (3, size, size)
     g = nets.build_generator(cfg.model, shape)
     d = nets.build_discriminator(cfg.model, shape)
