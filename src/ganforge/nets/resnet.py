@@ -18,7 +18,7 @@ feature map to D (Karras et al. 2018); ``smooth`` a bilinear base image to G's s
 
 Shapes, 64x64 RGB, ch=32: z (N, 128) -> (N, 256, 4, 4) -> 8 -> 16 -> 32 -> (N, 32, 64, 64)
 -> (N, 3, 64, 64); D: (N, 3, 64, 64) -> (N, 32, 64, 64) -> 32 -> 16 -> 8 -> (N, 256, 4, 4)
--> (N, 1). folder-plus (ch 8, base 8, shuffle 2): z -> (N, 64, 8, 8) -> (N, 32, 16, 16)
+-> (N, 1). folder-plus-large (ch 8, base 8, shuffle 2): z -> (N, 64, 8, 8) -> (N, 32, 16, 16)
 -> conv (N, 48, 16, 16) -> shuffle (N, 3, 64, 64); D: unshuffle (N, 48, 16, 16) -> (N, 32,
 16, 16) -> (N, 64, 8, 8) -> (N, 1).
 """
@@ -49,14 +49,12 @@ def stages(side: int, base: int = 7) -> tuple[int, int]:
     return side, n
 
 
-def _shuffled(side: int, shuffle: int, base: int) -> tuple[int, int]:
-    """(sub-pixel stages, stages left): ``shuffle``, or fewer where the side has too few
-    stages (one stage always stays a convolution stage: 32 -> 8 has 2, so shuffle 2 is 1)."""
+def _sub_pixel(n: int, shuffle: int) -> int:
+    """Sub-pixel stages of ``n``: ``shuffle``, or fewer where there are too few stages (one
+    always stays a convolution stage: 32 -> 8 has 2, so shuffle 2 is 1)."""
     if shuffle < 0:
         raise ValueError(f"resnet's shuffle is a number of stages, 0 or more, got {shuffle}")
-    _, n = stages(side, base)
-    s = min(shuffle, n - 1)
-    return s, n - s
+    return min(shuffle, n - 1)
 
 
 def _width(ch: int, k: int, cap: int) -> int:
@@ -179,7 +177,7 @@ def resnet_generator(
     shuffle by 2**k."""
     c, h, _ = image_shape(shape, "resnet")
     start, n = stages(h, base)
-    s, m = _shuffled(h, shuffle, base)  # m up stages, then a shuffle by 2**s
+    s = _sub_pixel(n, shuffle)  # n - s up stages, then a shuffle by 2**s
     bottom = _width(ch, n, cap)  # channels at side base
     layers: OrderedDict[str, nn.Module] = OrderedDict(
         dense=nn.Linear(z_dim, bottom * start * start),
@@ -187,7 +185,7 @@ def resnet_generator(
     )
     if not res:  # plain stages start with their conv; normalise the dense output here
         layers["bn0"], layers["act0"] = nn.BatchNorm2d(bottom), nn.ReLU()
-    for i in range(m):  # start * 2**i -> start * 2**(i+1)
+    for i in range(n - s):  # start * 2**i -> start * 2**(i+1)
         layers[f"up{i + 1}"] = Up(_width(ch, n - i, cap), _width(ch, n - i - 1, cap), res)
     top = _width(ch, s, cap)  # channels at side h / 2**s
     if res:
@@ -219,7 +217,7 @@ def resnet_discriminator(
     dense layer."""
     c, h, _ = image_shape(shape, "resnet")
     start, n = stages(h, base)
-    s, _ = _shuffled(h, shuffle, base)
+    s = _sub_pixel(n, shuffle)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if s:  # (N, C, h, h) -> (N, C * 4**s, h / 2**s, h / 2**s)
         layers["unshuffle"] = nn.PixelUnshuffle(2**s)
