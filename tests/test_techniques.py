@@ -884,6 +884,45 @@ def test_a_share_of_0_augments_nothing_and_1_everything():
     assert torch.equal(m.d.inputs[0], want)
 
 
+@pytest.mark.parametrize("p", [0.3, torch.tensor(0.7)])
+def test_a_share_computed_on_the_chosen_images_equals_keeping_them_from_the_whole(p):
+    """With p < 1 the CPU transforms only the chosen images; that is, bit for bit and in the
+    gradient, the whole batch transformed with the chosen images kept (the path that needs no
+    host sync). Some images are augmented and some are not."""
+    policies = ["color", "translation", "cutout"]
+    x = (torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(2)) - 0.5) * 2
+    weights = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    outs, grads = [], []
+    for chosen_only in (True, False):
+        xx = x.clone().requires_grad_(True)
+        out = diff_augment(xx, policies, torch.Generator().manual_seed(4), p, chosen_only)
+        (out * weights).sum().backward()
+        outs.append(out.detach())
+        grads.append(xx.grad)
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0], grads[1])
+    same = (outs[0] == x).flatten(1).all(1)
+    assert 0 < int(same.sum()) < 32  # both kinds in the batch
+    assert torch.equal(grads[0][same], weights[same])  # unaugmented: the identity's gradient
+
+
+def test_a_share_with_a_policy_of_your_own_transforms_the_whole_batch(monkeypatch):
+    """A policy of one's own is a single function of (x, gen): it sees the whole batch and
+    the chosen images are kept, on every device."""
+    seen = []
+
+    def mine(x, gen):
+        seen.append(x.shape[0])
+        return x + 1
+
+    monkeypatch.setattr(augment.POLICIES, "_items", dict(augment.POLICIES._items))
+    augment.POLICIES.register("test-mine")(mine)
+    x = torch.zeros(16, 1, 4, 4)
+    out = diff_augment(x, ["test-mine"], torch.Generator().manual_seed(0), 0.5)
+    assert seen == [16]
+    assert set(out.flatten(1).mean(1).tolist()) == {0.0, 1.0}
+
+
 def test_adaptive_augmentation_is_logged_saved_and_resumed_exactly(tmp_path, monkeypatch):
     """augment_p=auto: p starts at 0 and moves every step (logged); a checkpoint holds it
     (state.json) and a resumed run continues from it: 24 steps straight equal 12 + 12. So

@@ -156,11 +156,7 @@ def train_step(
         if not tc.augment:
             return x
         assert gen is not None  # the loop draws one whenever train.augment is set
-        if not isinstance(p, torch.Tensor) and p >= 1:
-            return diff_augment(x, tc.augment, gen)
-        # each image augmented with probability p (drawn before the policies' own draws)
-        keep = torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=x.device) >= p
-        return torch.where(keep, x, diff_augment(x, tc.augment, gen))
+        return diff_augment(x, tc.augment, gen, p)
 
     out: dict[str, torch.Tensor] = {}
     # ---- D step: real toward real, detached fake toward fake
