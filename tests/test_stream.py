@@ -62,6 +62,36 @@ def test_streamed_batches_are_the_in_memory_ones_in_any_step_order(tmp_path, wor
             assert y.shape == (8 // world, 3, 8, 8) and torch.equal(x, y)
 
 
+def test_each_epoch_order_is_made_once_while_the_prefetcher_looks_ahead(tmp_path, monkeypatch):
+    """At an epoch's end the prefetcher asks for the next epoch's steps while the loop (the
+    cluster labels of a streamed folder) still asks for this one's: both orders are kept,
+    so each epoch's permutation is computed once, and the batches are those of one epoch
+    order at a time."""
+    from ganforge.engine import loop
+
+    made = []
+
+    def order(epoch):
+        return torch.randperm(40, generator=torch.Generator().manual_seed(epoch))
+
+    def counted(seed, epoch, n, shuffle):
+        made.append(epoch)
+        return order(epoch)
+
+    monkeypatch.setattr(loop, "epoch_order", counted)
+    root = folder(tmp_path / "f")
+    cfg = load_config("dcgan-64", [f"data.path={root}", "data.size=8", "train.batch_size=8"])
+    streamed = load_data(DataConfig(**{**cfg.data.__dict__, "stream": "always"}))
+    length = Length.of(cfg, 40)  # 5 steps an epoch
+    b = Batches(cfg, streamed, length, 8, Dist(0, 1))
+    for step in range(15):
+        ahead = b.indices(step + 3)  # as the prefetcher, 3 steps ahead
+        now = b.indices(step)
+        assert torch.equal(ahead, order((step + 3) // 5)[(step + 3) % 5 * 8 :][:8])
+        assert torch.equal(now, order(step // 5)[step % 5 * 8 :][:8])
+    assert made == [0, 1, 2, 3]  # once each, where it was asked for one at a time before
+
+
 def test_a_streamed_run_is_the_in_memory_run_and_resumes_mid_epoch(tmp_path, capsys):
     root = folder(tmp_path / "f")
     runs = {}

@@ -187,20 +187,23 @@ class Batches:
 
     def __init__(self, cfg: Config, data: TensorData, length: Length, batch: int, dist: Dist):
         self.cfg, self.data, self.length, self.batch, self.dist = cfg, data, length, batch, dist
-        self.epoch, self.order = -1, torch.empty(0, dtype=torch.long)
+        self.orders: dict[int, torch.Tensor] = {}  # epoch -> its order; the last two epochs
         # data streamed from disk: the same indices, decoded a few steps ahead (data/stream.py)
         self.stream = Prefetch(data, self.indices) if isinstance(data, StreamData) else None
 
     def indices(self, step: int) -> torch.Tensor:
         """This process's slice of step ``step``'s global batch in epoch ``e``'s order."""
         epoch, pos = divmod(step, self.length.steps_per_epoch)
-        if epoch != self.epoch:
+        if epoch not in self.orders:
             n = len(self.data)
             device = self.data.x.device if self.stream is None else torch.device("cpu")
-            self.order = epoch_order(self.cfg.train.seed, epoch, n, self.cfg.data.shuffle)
-            self.order, self.epoch = self.order.to(device), epoch
+            order = epoch_order(self.cfg.train.seed, epoch, n, self.cfg.data.shuffle)
+            # the epoch before stays: at an epoch's end the prefetcher asks for the next one's
+            # first steps while the loop still asks for this one's last
+            self.orders = {e: o for e, o in self.orders.items() if e == epoch - 1}
+            self.orders[epoch] = order.to(device)
         b = self.batch
-        return self.dist.shard(self.order[pos * b : (pos + 1) * b])
+        return self.dist.shard(self.orders[epoch][pos * b : (pos + 1) * b])
 
     def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(real (b, *shape) in the model's range, labels (b,) or None) of step ``step``."""
@@ -470,7 +473,7 @@ def _steps(
                     check_losses(out, done)
         except Diverged as e:
             step = _recover(state, e, dist)
-            batches.epoch = -1
+            batches.orders.clear()
             continue
         recorder.add(out)
         state.step, state.epoch = done, step // length.steps_per_epoch + 1
