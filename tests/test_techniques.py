@@ -860,6 +860,23 @@ def test_adaptive_share_moves_by_batch_over_100k_images_toward_d_overfitting():
     assert float(p) == 1.0
 
 
+@pytest.mark.parametrize(("name", "relative"), [("hinge", False), ("relativistic", True)])
+def test_adaptive_share_reads_the_losses_verdict_on_real_images(monkeypatch, name, relative):
+    """ADA's r is the sign of D's verdict on each real image as the loss reads it: the
+    logit, or for a relativistic loss the logit less the mean of the fakes' logits."""
+    seen = []
+    monkeypatch.setattr(step_mod, "adapt_augment", lambda p, v, b: seen.append(v) or p.clone())
+    cfg = image_config("train.augment=[translation]", "train.augment_p=auto", f"loss.name={name}")
+    m = build_models(cfg, (1, 8, 8), CPU)
+    outputs = []
+    m.d.register_forward_hook(lambda mod, args, out: outputs.append(out.detach().float()))
+    real, z = batch((1, 8, 8), 0).clamp(-1, 1), batch((8,), 1)
+    train_step(m, cfg, real, z, 0, gen=torch.Generator().manual_seed(7))
+    real_logits, fake_logits = outputs[0], outputs[1]  # D's step: real, then fake
+    want = real_logits - fake_logits.mean() if relative else real_logits
+    assert len(seen) == 1 and torch.equal(seen[0], want)
+
+
 def test_a_share_of_0_augments_nothing_and_1_everything():
     """augment_p=0: D sees the raw batches (the draws for the choice do not change the
     step: weights equal those of a run without augmentation); augment_p=1: the images are

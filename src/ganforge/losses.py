@@ -33,6 +33,9 @@ class Loss:
     labelled: bool = False  # d takes targets: label smoothing and noise apply (bce, minimax)
     g_needs_real: bool = False  # G's loss compares with D's logits on real data
     gradient_penalty: bool = False  # WGAN-GP: a penalty on interpolates (loss.gp_weight)
+    # D's verdict on each real image as this loss reads it, from (real, fake) logits: > 0
+    # is "real". train.augment_p=auto raises p while it is > 0 for most real images.
+    real_verdict: Callable[[Tensor, Tensor], Tensor] = lambda real, fake: real
 
 
 LOSSES: Registry[Loss] = Registry("loss")
@@ -107,7 +110,16 @@ LSGAN = register(
     ),
 )
 # Jolicoeur-Martineau 2018, relativistic average GAN with cross-entropy
-RELATIVISTIC = register("relativistic", Loss(d=_relativistic, g=_needs_real, g_needs_real=True))
+# (a real image is judged against the average fake, not against zero)
+RELATIVISTIC = register(
+    "relativistic",
+    Loss(
+        d=_relativistic,
+        g=_needs_real,
+        g_needs_real=True,
+        real_verdict=lambda real, fake: real - fake.mean(),
+    ),
+)
 
 
 def d_loss(

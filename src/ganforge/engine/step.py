@@ -105,15 +105,17 @@ ADA_TARGET = 0.6  # the share of real images D may call real before augmenting m
 ADA_IMAGES = 100_000  # images over which p may move from 0 to 1 (ADA: 500,000, for GPU-days)
 
 
-def adapt_augment(p: torch.Tensor, real_logits: torch.Tensor, batch: int) -> torch.Tensor:
-    """``train.augment_p=auto`` (ADA's rule, Karras et al. 2020): r = E[sign(D(real))], the
-    share of real images D calls real minus those it calls fake; p rises by batch / 100,000
+def adapt_augment(p: torch.Tensor, verdict: torch.Tensor, batch: int) -> torch.Tensor:
+    """``train.augment_p=auto`` (ADA's rule, Karras et al. 2020): r = E[sign(verdict)], the
+    share of real images D calls real minus those it calls fake (``verdict``: the loss's
+    ``real_verdict``, the logit or for a relativistic loss the logit less the fakes' mean,
+    one per real image); p rises by batch / 100,000
     when r > 0.6 (D is learning the real images by heart) and falls otherwise, within [0, 1].
     The pace is 5x ADA's (0 to 1 in 100,000 images, not 500,000): a CPU run sees a few
     hundred thousand images in all, and a small folder is learnt by heart within them.
     In place, on the device (no host sync); under torchrun r is averaged over the processes
     so that every process keeps the same p. Returns p's new value (a copy, for the log)."""
-    r = torch.sign(real_logits.float()).mean()
+    r = torch.sign(verdict.float()).mean()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(r)
         r = r / torch.distributed.get_world_size()
@@ -198,7 +200,8 @@ def train_step(
     optimizer_step(m.opt_d, cfg.optim.d, step)
     out["loss_d"] = loss_d.detach()
     if m.augment_p is not None:
-        out["augment_p"] = adapt_augment(m.augment_p, real_logits.detach(), tc.batch_size)
+        verdict = loss.real_verdict(real_logits.detach().float(), fake_logits.detach().float())
+        out["augment_p"] = adapt_augment(m.augment_p, verdict, tc.batch_size)
     out["d_real"] = torch.sigmoid(real_logits.detach().float()).mean()
     out["d_fake"] = torch.sigmoid(fake_logits.detach().float()).mean()
     if not g_step:
