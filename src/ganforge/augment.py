@@ -88,16 +88,16 @@ def _cutout_draw(x: torch.Tensor, gen: torch.Generator, ratio: float = 0.5) -> P
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), generator=gen, device=x.device)
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), generator=gen, device=x.device)
-    # the square's first row and column (may lie off the image), each (N, 1, 1)
-    return cy - ch // 2, cx - cw // 2, torch.tensor(ch), torch.tensor(cw)
+    top, left = cy - ch // 2, cx - cw // 2  # may lie off the image
+    return top, left, top + ch, left + cw  # each (N, 1, 1)
 
 
 def _cutout(x: torch.Tensor, params: Params) -> torch.Tensor:
-    y0, x0, ch, cw = params
+    top, left, bottom, right = params  # the square's rows [top, bottom), columns [left, right)
     _, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device).view(1, h, 1) - y0  # (N, H, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w) - x0  # (N, 1, W)
-    inside = (ys >= 0) & (ys < ch) & (xs >= 0) & (xs < cw)  # (N, H, W)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (ys >= top) & (ys < bottom) & (xs >= left) & (xs < right)  # (N, H, W)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
@@ -131,23 +131,24 @@ def diff_augment(
     device) transforms only the chosen images; the result is the same, bit for bit, as
     transforming all and keeping the chosen ones, which is what runs elsewhere (no host sync).
     """
-    if not isinstance(p, torch.Tensor) and p >= 1:
-        for name in policies:
-            x = POLICIES.get(name, "train.augment")(x, gen)
-        return x
-    keep = torch.rand(x.shape[0], generator=gen, device=x.device) >= p  # (N,)
     funcs = [POLICIES.get(name, "train.augment") for name in policies]
+
+    def whole(y: torch.Tensor) -> torch.Tensor:
+        for f in funcs:
+            y = f(y, gen)
+        return y
+
+    if not isinstance(p, torch.Tensor) and p >= 1:
+        return whole(x)
+    keep = torch.rand(x.shape[0], generator=gen, device=x.device) >= p  # (N,)
     if chosen_only is None:
         chosen_only = x.device.type == "cpu"
     if not chosen_only or not all(f in _SPLIT for f in funcs):  # a policy of your own: all
-        augmented = x
-        for f in funcs:
-            augmented = f(augmented, gen)
-        return torch.where(keep.view(-1, 1, 1, 1), x, augmented)
+        return torch.where(keep.view(-1, 1, 1, 1), x, whole(x))
     rows = (~keep).nonzero().squeeze(1)  # (K,) the images to augment
     part = x.index_select(0, rows)
     for f in funcs:
         draw, apply = _SPLIT[f]
         params = draw(x, gen)  # drawn for every image: the same draws as the path above
-        part = apply(part, tuple(t.index_select(0, rows) if t.dim() else t for t in params))
+        part = apply(part, tuple(t.index_select(0, rows) for t in params))
     return x.index_copy(0, rows, part)
