@@ -10,7 +10,7 @@ import pytest
 from ganforge.checkpoint import verify
 from ganforge.cli import main
 from ganforge.config import load_config
-from ganforge.engine import evaluation, loop
+from ganforge.engine import evaluation
 from ganforge.engine.loop import train
 from ganforge.errors import GanforgeError
 from ganforge.metrics import evaluate, features, inception
@@ -41,9 +41,7 @@ def _records(run_dir):
 def ring_run(tmp_path_factory):
     """A 40-step ring-8 run evaluated every 10 steps (small nets, 500 points)."""
     run = tmp_path_factory.mktemp("ring") / "run"
-    with pytest.MonkeyPatch.context() as mp:  # the HTML report is tested on its own
-        mp.setattr(loop, "report_after_training", lambda *a, **k: None, raising=False)
-        train(load_config("ring-8", RING), run, verbose=False)
+    train(load_config("ring-8", RING), run, verbose=False)
     return run
 
 

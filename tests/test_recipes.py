@@ -12,19 +12,12 @@ import torch.nn.functional as F
 from ganforge import nets
 from ganforge.config import load_config, recipe_names
 from ganforge.data import TensorData, data_shape, select
-from ganforge.engine import loop
 from ganforge.engine.loop import build_models, train
 from ganforge.engine.optim import optimizer_step
 from ganforge.engine.step import train_step
 
 # Small, fast stand-ins for the recipes' nets where a test is about the training options.
 CHEAP_NETS = ["model.g=linear", "model.d=mlp", "model.g_args={}", "model.d_args={widths: [8]}"]
-
-
-@pytest.fixture(autouse=True)
-def _no_report(monkeypatch):
-    """The end-of-run HTML report renders many samples (tested on its own): not here."""
-    monkeypatch.setattr(loop, "report_after_training", lambda *a, **k: None, raising=False)
 
 
 def random_data(shape: tuple[int, ...], n: int, seed: int = 0) -> TensorData:
