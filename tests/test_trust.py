@@ -305,7 +305,8 @@ def test_what_the_user_types_is_trusted(tmp_path, monkeypatch, capsys):
     # the run's name replaced by one's own: nothing of the run's is imported
     monkeypatch.setattr(trust, "_written", {})
     _edit(run, lambda raw: raw["model"].update(g="os:system"))
-    assert ganforge.resume(run, overrides=[f"model.g={mod}:build_g"], verbose=False)
+    resumed = ganforge.resume(run, overrides=[f"model.g={mod}:build_g"], verbose=False)
+    assert resumed.config.model.g == f"{mod}:build_g"  # the run's os:system never looked up
 
 
 def test_registered_objects_by_import_path_need_no_trust(base_run, tmp_path):
