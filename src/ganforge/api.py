@@ -24,12 +24,21 @@ from torch import nn
 
 from . import nets
 from .checkpoint import find_checkpoint, load_network, verify
-from .config import DEFAULT_RECIPE, Config, load_config, read_config, recipe_dict, to_dict
+from .config import (
+    DEFAULT_RECIPE,
+    Config,
+    apply_overrides,
+    load_config,
+    read_config,
+    recipe_dict,
+    to_dict,
+)
 from .data import TensorData, data_shape, resolve_path, select, to_uint8
 from .errors import ConfigError, GanforgeError
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
 from .seeding import mix_seed, resolve_device
+from .trust import leaf_keys
 
 RecipeLike: TypeAlias = str | os.PathLike | Config
 NetLike: TypeAlias = NetSpec  # a custom G or D: a module, or a builder of one
@@ -240,22 +249,33 @@ def resume(
     overrides: Iterable[str] | None = None,
     callbacks: Sequence[Any] = (),
     verbose: bool = True,
+    trust_code: bool | None = None,
     **config: Any,
 ) -> Run:
     """Continue run directory ``run`` from its last good checkpoint (a longer length, say
     ``train={"epochs": 40}``); results are bitwise those of one unbroken run on the CPU.
-    A run trained on Python data or nets needs them again here (``data=``, ``generator=``)."""
+    A run trained on Python data or nets needs them again here (``data=``, ``generator=``).
+    ``trust_code``: import the code the run's config names by import path (refused by
+    default, unless given again here; ``GANFORGE_TRUST_CODE=1`` when None), see ``load``."""
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise GanforgeError(f"--resume {run_dir}: no such run directory")
-    saved = read_config(run_dir / "config.yaml")
     data, config = _data_section(data, config)
-    cfg = make_config(None, overrides or (), config, base=to_dict(saved))
+    overrides = list(overrides or ())
+    given = leaf_keys(apply_overrides({}, overrides)) | leaf_keys(config)
+    given |= _given_nets(generator, discriminator)  # what the caller sets replaces the run's
+    saved = read_config(run_dir / "config.yaml", (), trust_code, given, resuming=True)
+    cfg = make_config(None, overrides, config, base=to_dict(saved))
     tensors = None
     if data is not None:
         cfg, tensors = _with_data(cfg, data)
     cfg = _with_nets(cfg, generator, discriminator)
     return _run(cfg, run_dir, True, tensors, generator, discriminator, callbacks, verbose)
+
+
+def _given_nets(generator: NetLike, discriminator: NetLike) -> set[str]:
+    """The config keys that nets given from Python set (they replace the run's names)."""
+    return {k for k, net in (("model.g", generator), ("model.d", discriminator)) if net is not None}
 
 
 def _run(
@@ -279,7 +299,7 @@ def _run(
             cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
         )
     if result.get("complete"):  # resumed at its end: nothing trained or written
-        run = load(run_dir, "last", generator=generator, discriminator=discriminator)
+        run = _open(run_dir, cfg, ("last",), generator, discriminator)  # the config as resumed
         run.result, run._data = result, tensors
         return run
     main = int(os.environ.get("RANK", "0")) == 0
@@ -314,18 +334,36 @@ def load(
     discriminator: NetLike = None,
     device: str = "auto",
     fallback: bool = True,
+    trust_code: bool | None = None,
 ) -> Run:
     """Reopen a finished or running run directory: the ``Run`` with the sampling G of
     ``checkpoint`` ("best", falling back to "last" unless ``fallback=False``; "last";
     "previous"). ``generator`` /
-    ``discriminator``: the run's custom nets when it was trained with Python objects."""
+    ``discriminator``: the run's custom nets when it was trained with Python objects.
+    ``trust_code``: a run directory is data, so a config that names code by import path
+    (``model.g: mypkg.nets:build``) is refused unless True (None: ``GANFORGE_TRUST_CODE``)."""
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     if checkpoint not in ("best", "last", "previous"):
         raise GanforgeError(f"checkpoint={checkpoint!r}: choose best, last or previous")
-    cfg = read_config(run_dir / "config.yaml")
+    cfg = read_config(
+        run_dir / "config.yaml", trust_code=trust_code, given=_given_nets(generator, discriminator)
+    )
     prefer = ("best", "last") if checkpoint == "best" and fallback else (checkpoint,)
+    return _open(run_dir, cfg, prefer, generator, discriminator, device)
+
+
+def _open(
+    run_dir: Path,
+    cfg: Config,
+    prefer: tuple[str, ...],
+    generator: NetLike,
+    discriminator: NetLike,
+    device: str = "auto",
+) -> Run:
+    """The ``Run`` of ``run_dir`` under ``cfg`` (already read and checked) with the sampling G
+    of the first checkpoint of ``prefer``."""
     ckpt = find_checkpoint(run_dir, prefer)
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "resumable there) and start a fresh one in DIR",
     )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _trust_flag(t, "with --resume: ")
     t.add_argument(
         "--tensorboard",
         action="store_true",
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="class-conditional runs: all samples of class K (default: every class in turn)",
     )
+    _trust_flag(s)
     s.set_defaults(func=cmd_sample)
 
     x = sub.add_parser("export", help="export the sampling generator to ONNX or TorchScript")
@@ -100,11 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     x.add_argument("-o", "--output", help="file to write (default RUN_DIR/generator.onnx|.pt)")
     x.add_argument("--checkpoint", choices=("best", "last"), default=None, help="default: best")
+    _trust_flag(x)
     x.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: curves, samples, summary")
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--open", action="store_true", help="open it in the default browser")
+    _trust_flag(rp)
     rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="one HTML page comparing runs: configs, curves, samples")
@@ -134,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "--real", metavar="DIR", help="compare with this folder of images (Inception metrics)"
     )
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _trust_flag(e)
     e.set_defaults(func=cmd_evaluate)
 
     ev = sub.add_parser("evaluator", help="domain classifiers behind FD, precision/recall, IS")
@@ -144,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     evt.add_argument("--out", metavar="DIR", help="folder to write to (default: the cache)")
     evt.set_defaults(func=cmd_evaluator_train)
     return p
+
+
+def _trust_flag(p: argparse.ArgumentParser, when: str = "") -> None:
+    """--trust-code on a command that opens a run directory (docs/reliability.md, Trust)."""
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help=f"{when}import the code the run's config.yaml names by import path (refused "
+        "by default: a run directory is data; also GANFORGE_TRUST_CODE=1)",
+    )
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -475,8 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .trust import trust_code_here
+
     try:
-        return args.func(args)
+        with trust_code_here(getattr(args, "trust_code", False)):
+            return args.func(args)
     except GanforgeError as e:
         from .errors import Preempted  # a stop by signal is not an error
 

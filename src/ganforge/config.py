@@ -21,6 +21,7 @@ import yaml
 from .errors import ConfigError
 from .files import YamlLimitError, load_yaml
 from .registry import is_import_path
+from .trust import check_run_config, leaf_keys, remember_written
 
 
 def _f(default: Any, **meta: Any) -> Any:
@@ -538,13 +539,27 @@ def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config atomically (a reader never sees half a file)."""
     from .runfiles import atomic_write_text  # synced and renamed: a full disk keeps the old one
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    atomic_write_text(path, text)
+    remember_written(path, text.encode())  # this process built it: its names are trusted here
 
 
-def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
-    """Load a run's resolved ``config.yaml`` (plus overrides, e.g. a longer length)."""
+def read_config(
+    path: Path,
+    overrides: typing.Iterable[str] = (),
+    trust_code: bool | None = None,
+    given: typing.Iterable[str] = (),
+    resuming: bool = False,
+) -> Config:
+    """Load a run's resolved ``config.yaml`` (plus overrides, e.g. a longer length).
+
+    A run directory is data: a config that names code to import is refused before anything
+    is built unless ``trust_code`` (``ganforge.trust``). ``given``: dotted keys the caller
+    sets itself (a net passed from Python); ``overrides`` count as given too."""
+    overrides = list(overrides)
     try:
-        raw = load_yaml(path.read_bytes())
+        data = path.read_bytes()
+        raw = load_yaml(data)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config.yaml; is this a ganforge run directory?") from None
     except OSError as e:  # a folder in its place, unreadable
@@ -553,6 +568,8 @@ def read_config(path: Path, overrides: typing.Iterable[str] = ()) -> Config:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_reason(e)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
+    user = leaf_keys(apply_overrides({}, overrides)) | set(given)
+    check_run_config(raw, path, data, trust_code, user, resuming)
     try:
         return load_config(base=raw, overrides=overrides)
     except ConfigError as e:

@@ -82,3 +82,8 @@ class Preempted(GanforgeError):
             )
         super().__init__(text)
         self.exit_code = 128 + signum  # 143 SIGTERM, 130 SIGINT, 129 SIGHUP, as shells report
+
+
+class UntrustedCode(ConfigError):
+    """A run's config names code to import (an import path) and the user has not said that
+    they trust the run (--trust-code, trust_code=True, GANFORGE_TRUST_CODE=1)."""

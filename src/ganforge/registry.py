@@ -2,8 +2,9 @@
 
 Every registry also accepts an import path, ``package.module:attribute``: the object is
 imported on use, so a run that names one (in its config.yaml) reopens in any process where
-that module is importable. ``python:NAME`` marks an object that was handed to
-``ganforge.train`` in one process and cannot be imported back.
+that module is importable and the user trusts the run's code (``ganforge.trust`` checks a
+run's config before any name in it is looked up). ``python:NAME`` marks an object that was
+handed to ``ganforge.train`` in one process and cannot be imported back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind  # used in messages, e.g. "data set" or "generator"
         self._items: dict[str, T] = {}
+        _BY_KIND[kind] = self
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(fn: T) -> T:
@@ -61,6 +63,15 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+_BY_KIND: dict[str, Registry[Any]] = {}  # kind -> its registry
+
+
+def registered(obj: Any, kind: str) -> bool:
+    """Whether ``obj`` is one of the objects registered in the registry of ``kind``."""
+    reg = _BY_KIND.get(kind)
+    return reg is not None and any(v is obj for v in reg._items.values())
 
 
 PYTHON_PREFIX = "python:"  # an object given in-process, recorded by name only
@@ -102,7 +113,8 @@ def import_object(path: str, key: str) -> Any:
         obj: Any = importlib.import_module(mod)
     except ImportError as e:
         raise ConfigError(
-            f"{key}: cannot import module {mod!r} ({e}); install it or add its folder to PYTHONPATH"
+            f"{key}: cannot import module {mod!r} ({e}); install the package that provides it "
+            "(ganforge imports nothing from a run directory)"
         ) from None
     except Exception as e:  # the module itself failed while importing: say where
         raise ConfigError(

@@ -29,28 +29,33 @@ DISCRIMINATORS: Registry[Callable[..., nn.Module]] = Registry("discriminator")
 def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **fixed: Any):
     """Call a builder, turning an unknown or missing keyword into a ConfigError.
 
-    ``fixed`` (z_dim, shape, num_classes) are passed where the builder's signature takes them
-    (all of them when it takes ``**kwargs``), so a plain ``def build() -> nn.Module`` works too.
+    ``fixed`` (z_dim, shape, num_classes: ganforge's own values) are passed where the
+    builder's signature names them, all of them when it takes ``**kwargs``, so a plain
+    ``def build() -> nn.Module`` works too. ``args`` (the recipe's or run's ``g_args`` /
+    ``d_args``) go only to parameters the signature names, never through ``**kwargs``, and
+    only as plain values (numbers, strings, true/false, null, lists and mappings of those).
     """
+    name = getattr(builder, "__qualname__", "the builder")
     try:
         params = inspect.signature(builder).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: pass everything
-        params = None
-    var_kw = params is not None and any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-    if params is not None and not var_kw:
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check arguments by
+        raise ConfigError(
+            f"{key.rsplit('_', 1)[0]}: cannot read the parameters of {name}; name a Python "
+            "function or class that builds the network"
+        ) from None
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not var_kw:
         fixed = {k: v for k, v in fixed.items() if k in params}
-        allowed = [p for p in params if p not in fixed]
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            name = getattr(builder, "__qualname__", "the builder")
-            raise ConfigError(
-                f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
-                f" ({name} takes them; the recipe's {key} may be for another net: clear them "
-                f"with --set {key}={{}})"
-            )
-        args = {name: _checked_arg(builder, key, name, value) for name, value in args.items()}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = [p for p, v in params.items() if v.kind in named and p not in fixed]
+    unknown = sorted(set(args) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {key}.{unknown[0]}; valid keys here: {', '.join(allowed) or '(none)'}"
+            f" ({name} takes them; the recipe's {key} may be for another net: clear them "
+            f"with --set {key}={{}})"
+        )
+    args = {k: _checked_arg(builder, key, k, _plain(v, f"{key}.{k}")) for k, v in args.items()}
     try:
         net = builder(**fixed, **args)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -63,6 +68,28 @@ def _call(builder: Callable[..., nn.Module], key: str, args: dict[str, Any], **f
             "nn.Module; return the network"
         )
     return net
+
+
+def _plain(value: Any, key: str) -> Any:
+    """``value`` when it is plain data (int, float, bool, str, None, lists / tuples and
+    mappings with string keys of those); else a one-line ConfigError naming ``key``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _plain(v, key)
+        return value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                break
+            _plain(v, f"{key}.{k}")
+        else:
+            return value
+    raise ConfigError(
+        f"{key}: a {type(value).__name__} is not a plain value; give a number, a string, "
+        "true/false, null, or a list or mapping of those"
+    )
 
 
 # Ranges of the builders' keyword arguments, by name (every int is a layer size or count).

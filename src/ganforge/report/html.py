@@ -21,6 +21,7 @@ from PIL import Image
 from ..errors import GanforgeError
 from ..files import load_json, load_yaml
 from ..runfiles import atomic_write_text, check_output_file
+from ..trust import check_run_dir
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
 from .runlog import (
@@ -365,6 +366,7 @@ def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> 
         raise GanforgeError(f"{run_dir}: no such run directory")
     if not (run_dir / "config.yaml").exists() and not (run_dir / "log.jsonl").exists():
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
+    check_run_dir(run_dir)  # a config that names code to import: refused before any work
     out = Path(out) if out else run_dir / REPORT
     check_output_file(out, f"report {run_dir}")  # before any work: a folder, read-only
     page = build_page(run_dir, out.parent, live)
