@@ -345,8 +345,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     class (``--class``) or of every class in turn for a class-conditional run."""
     from . import api
     from .data import data_shape
-    from .runfiles import check_output_file
-    from .visual import check_output, render
+    from .runfiles import check_output
+    from .visual import check_format, render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
@@ -366,8 +366,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(sample_dir(run_dir, args.n, out, args.seed, args.checkpoint, device, y))
         return 0
     out = Path(args.output or "samples.png")  # its format and folder are checked before work
-    check_output_file(out, f"-o {out}")
-    check_output(out, len(data_shape(cfg.data)) == 1, args.n)
+    check_output(out, f"-o {out}", reads=[run_dir])
+    check_format(out, len(data_shape(cfg.data)) == 1, args.n)
     run = api.load(
         run_dir, args.checkpoint or "best", device=args.device, fallback=not args.checkpoint
     )
