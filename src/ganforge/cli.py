@@ -469,6 +469,15 @@ def cmd_evaluator_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``ganforge ARGV``: the exit code. A reader of stdout that goes away (``| head``) ends
+    nothing: the rest of the output is dropped (streams.py)."""
+    from .streams import guarded
+
+    with guarded():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc
