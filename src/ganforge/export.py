@@ -142,10 +142,10 @@ def describe(out: Path, s: Sampler, fmt: str) -> str:
 MARKER = ".ganforge-samples"  # marks a folder of samples written by ganforge
 
 
-def _check_dir(out: Path) -> None:
-    """A new or empty folder, or one ganforge filled before (its files are replaced)."""
-    if out.exists() and not out.is_dir():
-        raise GanforgeError(f"-o {out}: is a file; give a folder for --format dir")
+def _check_dir(out: Path, run_dir: Path) -> None:
+    """A new or empty folder, or one ganforge filled before (its files are replaced), that
+    can take files and is none of a run's own (``runfiles.check_output``)."""
+    check_output(out, f"-o {out}", reads=[run_dir], folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise GanforgeError(
             f"-o {out}: folder is not empty and not written by ganforge sample; "
@@ -168,10 +168,11 @@ def write_sample_dir(
     out: Path,
     batch: int = 256,
 ) -> list[Path]:
-    """Write one PNG per sample of G(z[, y]) into folder ``out``: ``000000.png``, ... (with
-    ``_class<k>`` for a conditional run). Each file is written through ``atomic_write``, so a
-    reader never sees half a PNG and a full disk gives one line; files of an earlier
-    ``sample --format dir`` into the same folder that this one does not rewrite are removed."""
+    """Write one PNG per sample of G(z[, y]) into folder ``out`` (checked by ``sample_dir``):
+    ``000000.png``, ... (with ``_class<k>`` for a conditional run). Each file is written
+    through ``atomic_write``, so a reader never sees half a PNG and a full disk gives one line;
+    files of an earlier ``sample --format dir`` into the same folder that this one does not
+    rewrite are removed."""
     from PIL import Image
 
     if len(data_shape(s.cfg.data)) != 3:
@@ -179,7 +180,6 @@ def write_sample_dir(
             f"--format dir writes images; {s.cfg.data.name} is 2-D point data: write a grid "
             "(the default) instead"
         )
-    _check_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / MARKER, "ganforge sample --format dir\n")
     device = next(s.g.parameters()).device
@@ -216,8 +216,7 @@ def sample_dir(
     with this seed; returns the line to print."""
     from .seeding import mix_seed
 
-    check_output(out, f"-o {out}", reads=[run_dir], folder=True)  # before any work
-    _check_dir(out)
+    _check_dir(out, run_dir)  # before any work
     s = load_sampler(run_dir, checkpoint, device)
     gen = torch.Generator().manual_seed(mix_seed(seed))
     z = nets.sample_noise(n, s.cfg.model.z_dim, s.cfg.model.z_dist, gen, "cpu")

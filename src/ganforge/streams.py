@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 _notes: list[str] = []  # said on stderr when stdout goes (the innermost while_training)
-_said = False
+_said = False  # ... once per run
 
 
 class _Guarded:
@@ -61,7 +61,7 @@ class _Guarded:
 
 
 def _say_note() -> None:
-    """The one line on stderr about stdout gone, once per process, while a run trains."""
+    """The one line on stderr about stdout gone, once per run, while a run trains."""
     global _said
     if _said or not _notes or not _lost("stdout"):
         return
@@ -103,6 +103,8 @@ def guarded() -> Iterator[None]:
 def while_training(note: str) -> Iterator[None]:
     """``guarded()``, and if stdout goes (or has gone) while the run trains, ``note`` is said
     once on stderr: the run goes on, its progress goes nowhere."""
+    global _said
+    _said = False
     with guarded():
         _notes.append(note)
         try:
