@@ -119,9 +119,10 @@ def test_export_default_path_and_errors(runs, tmp_path, capsys):
     assert main(["export", str(run), "--format", "torchscript"]) == 0
     assert (run / "generator.pt").stat().st_size > 0
     assert main(["export", str(tmp_path / "nope")]) == 2
-    assert main(["export", str(run), "-o", str(tmp_path / "no" / "g.onnx")]) == 2
+    (tmp_path / "f").write_text("a file")
+    assert main(["export", str(run), "-o", str(tmp_path / "f" / "g.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "no such run directory" in err and "does not exist" in err
+    assert "no such run directory" in err and "f is a file, not a folder" in err
     assert "Traceback" not in err
     assert not list(tmp_path.glob("**/.*.tmp"))
 

@@ -449,11 +449,11 @@ def test_names_taken_in_the_run_directory_are_refused(run, capsys, make, match):
 
 
 OWN_FILES = {
-    "sample_over_config": (lambda run: _sample(run, str(run / "config.yaml")), "not a format"),
-    "sample_over_log": (lambda run: _sample(run, str(run / "log.jsonl")), "not a format"),
+    "sample_over_config": (lambda run: _sample(run, str(run / "config.yaml")), "own files"),
+    "sample_over_log": (lambda run: _sample(run, str(run / "log.jsonl")), "own files"),
     "sample_over_weights": (
         lambda run: _sample(run, str(run / "checkpoints" / "last" / "g.safetensors")),
-        "not a format",
+        "own files",
     ),
     "report_is_a_folder": (lambda run: ["report", str(run)], "is a folder"),
     "metrics_is_a_folder": (lambda run: ["evaluate", str(run), "--n", "100"], "is a folder"),

@@ -292,19 +292,25 @@ def _run(
 
     from .engine.loop import train as train_loop
     from .report.runs import latest_link
+    from .streams import while_training
 
-    # runs/latest points at a new run in the default runs folder while and after it trains
-    with contextlib.nullcontext() if resuming else latest_link(run_dir):
-        result = train_loop(
-            cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
-        )
-    if result.get("complete"):  # resumed at its end: nothing trained or written
-        run = _open(run_dir, cfg, ("last",), generator, discriminator)  # the config as resumed
-        run.result, run._data = result, tensors
-        return run
-    main = int(os.environ.get("RANK", "0")) == 0
-    if main and cfg.train.report:
-        _report(run_dir, result["steps"], print if verbose else None)
+    note = (  # said once on stderr if stdout goes: the run is worth more than its log lines
+        "ganforge: stdout was closed by its reader; training goes on without printing; "
+        f"follow it with 'ganforge runs {run_dir}'"
+    )
+    with while_training(note):
+        # runs/latest points at a new run in the default runs folder while and after it trains
+        with contextlib.nullcontext() if resuming else latest_link(run_dir):
+            result = train_loop(
+                cfg, run_dir, resuming, verbose, tensors, callbacks, generator, discriminator
+            )
+        if result.get("complete"):  # resumed at its end: nothing trained or written
+            run = _open(run_dir, cfg, ("last",), generator, discriminator)  # the config as resumed
+            run.result, run._data = result, tensors
+            return run
+        main = int(os.environ.get("RANK", "0")) == 0
+        if main and cfg.train.report:
+            _report(run_dir, result["steps"], print if verbose else None)
     models = result.pop("models")
     run = Run(run_dir, cfg, models.sampler(), models.d, checkpoint=run_dir / "checkpoints" / "last")
     run.result = result

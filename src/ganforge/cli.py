@@ -360,8 +360,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     class (``--class``) or of every class in turn for a class-conditional run."""
     from . import api
     from .data import data_shape
-    from .runfiles import check_output_file
-    from .visual import check_output, render
+    from .runfiles import check_output
+    from .visual import check_format, render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
@@ -381,8 +381,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(sample_dir(run_dir, args.n, out, args.seed, args.checkpoint, device, y))
         return 0
     out = Path(args.output or "samples.png")  # its format and folder are checked before work
-    check_output_file(out, f"-o {out}")
-    check_output(out, len(data_shape(cfg.data)) == 1, args.n)
+    check_output(out, f"-o {out}", reads=[run_dir])
+    check_format(out, len(data_shape(cfg.data)) == 1, args.n)
     run = api.load(
         run_dir, args.checkpoint or "best", device=args.device, fallback=not args.checkpoint
     )
@@ -484,6 +484,15 @@ def cmd_evaluator_train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``ganforge ARGV``: the exit code. A reader of stdout that goes away (``| head``) ends
+    nothing: the rest of the output is dropped (streams.py)."""
+    from .streams import guarded
+
+    with guarded():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc

@@ -8,7 +8,7 @@ not free of pickle in general (tests load ganforge's own export only).
 
 from __future__ import annotations
 
-import os
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from .checkpoint import find_checkpoint, load_network
 from .config import Config, read_config
 from .data import data_shape
 from .errors import GanforgeError
+from .runfiles import atomic_write, atomic_write_bytes, atomic_write_text, check_output
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_OPSET = 17
@@ -70,7 +71,7 @@ def example_inputs(s: Sampler, n: int = 2) -> tuple[torch.Tensor, ...]:
     return (z, torch.arange(n, dtype=torch.long) % k)
 
 
-def _export_onnx(s: Sampler, inputs: tuple[torch.Tensor, ...], tmp: Path) -> None:
+def _onnx_bytes(s: Sampler, inputs: tuple[torch.Tensor, ...]) -> bytes:
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
@@ -79,50 +80,46 @@ def _export_onnx(s: Sampler, inputs: tuple[torch.Tensor, ...], tmp: Path) -> Non
         ) from None
     names = ["z", "y"][: len(inputs)]
     dynamic = {name: {0: "batch"} for name in [*names, "x"]}
+    buf = io.BytesIO()
     with warnings.catch_warnings():  # tracing warns about the labels' range check
         warnings.simplefilter("ignore")
         torch.onnx.export(
             s.g,
             inputs,
-            str(tmp),
+            buf,  # pyright: ignore[reportArgumentType]  (a file object is taken too)
             input_names=names,
             output_names=["x"],
             dynamic_axes=dynamic,
             opset_version=ONNX_OPSET,
             dynamo=False,  # the TorchScript-based exporter: no onnxscript needed
         )
+    return buf.getvalue()
 
 
-def _export_torchscript(s: Sampler, inputs: tuple[torch.Tensor, ...], tmp: Path) -> None:
+def _torchscript_bytes(s: Sampler, inputs: tuple[torch.Tensor, ...]) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(s.g, inputs, check_trace=False)
-    traced.save(str(tmp))  # pyright: ignore[reportAttributeAccessIssue]  (a ScriptModule)
+    return traced.save_to_buffer()  # pyright: ignore[reportAttributeAccessIssue]  (what jit.save does)
 
 
 def export_run(
     run_dir: Path, fmt: str, out: Path | None = None, checkpoint: str | None = None
 ) -> tuple[Path, Sampler]:
     """Export a run's sampling G to ``out`` (default RUN_DIR/generator.onnx or .pt); the
-    file appears complete or not at all. Returns the path and the sampler exported."""
+    file appears complete or not at all. Returns the path and the sampler exported.
+
+    The file is made in memory first, then written through ``atomic_write``: torch's C++
+    writers abort the process on a full disk, a Python write fails with one line."""
     if fmt not in FORMATS:
         raise GanforgeError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    s = load_sampler(Path(run_dir), checkpoint)
     out = Path(out) if out else Path(run_dir) / f"generator{FORMATS[fmt]}"
-    if out.is_dir():
-        raise GanforgeError(f"-o {out}: is a folder; give a file name, e.g. {out}/g{FORMATS[fmt]}")
-    if not out.parent.is_dir():
-        raise GanforgeError(f"-o {out}: folder {out.parent} does not exist; create it first")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        inputs = example_inputs(s)
-        if fmt == "onnx":
-            _export_onnx(s, inputs, tmp)
-        else:
-            _export_torchscript(s, inputs, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    check_output(out, f"-o {out}", reads=[run_dir])  # before any work
+    s = load_sampler(Path(run_dir), checkpoint)
+    inputs = example_inputs(s)
+    data = _onnx_bytes(s, inputs) if fmt == "onnx" else _torchscript_bytes(s, inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, data)
     return out, s
 
 
@@ -145,10 +142,10 @@ def describe(out: Path, s: Sampler, fmt: str) -> str:
 MARKER = ".ganforge-samples"  # marks a folder of samples written by ganforge
 
 
-def _check_dir(out: Path) -> None:
-    """A new or empty folder, or one ganforge filled before (its files are replaced)."""
-    if out.exists() and not out.is_dir():
-        raise GanforgeError(f"-o {out}: is a file; give a folder for --format dir")
+def _check_dir(out: Path, run_dir: Path) -> None:
+    """A new or empty folder, or one ganforge filled before (its files are replaced), that
+    can take files and is none of a run's own (``runfiles.check_output``)."""
+    check_output(out, f"-o {out}", reads=[run_dir], folder=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise GanforgeError(
             f"-o {out}: folder is not empty and not written by ganforge sample; "
@@ -171,10 +168,11 @@ def write_sample_dir(
     out: Path,
     batch: int = 256,
 ) -> list[Path]:
-    """Write one PNG per sample of G(z[, y]) into folder ``out``: ``000000.png``, ... (with
-    ``_class<k>`` for a conditional run). Each file is written to a temporary name and renamed,
-    so a reader never sees half a PNG; files of an earlier ``sample --format dir`` into the same
-    folder that this one does not rewrite are removed."""
+    """Write one PNG per sample of G(z[, y]) into folder ``out`` (checked by ``sample_dir``):
+    ``000000.png``, ... (with ``_class<k>`` for a conditional run). Each file is written
+    through ``atomic_write``, so a reader never sees half a PNG and a full disk gives one line;
+    files of an earlier ``sample --format dir`` into the same folder that this one does not
+    rewrite are removed."""
     from PIL import Image
 
     if len(data_shape(s.cfg.data)) != 3:
@@ -182,9 +180,8 @@ def write_sample_dir(
             f"--format dir writes images; {s.cfg.data.name} is 2-D point data: write a grid "
             "(the default) instead"
         )
-    _check_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("ganforge sample --format dir\n")
+    atomic_write_text(out / MARKER, "ganforge sample --format dir\n")
     device = next(s.g.parameters()).device
     written: list[Path] = []
     for i in range(0, len(z), batch):
@@ -196,9 +193,8 @@ def write_sample_dir(
             k = i + j
             name = f"{k:06d}.png" if y is None else f"{k:06d}_class{int(y[k])}.png"
             path = out / name
-            tmp = out / f".{name}.tmp"
-            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_write(path) as f:  # a reader never sees half a PNG
+                Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(f, format="PNG")
             written.append(path)
     keep = {p.name for p in written}
     for old in out.glob("[0-9][0-9][0-9][0-9][0-9][0-9]*.png"):
@@ -220,6 +216,7 @@ def sample_dir(
     with this seed; returns the line to print."""
     from .seeding import mix_seed
 
+    _check_dir(out, run_dir)  # before any work
     s = load_sampler(run_dir, checkpoint, device)
     gen = torch.Generator().manual_seed(mix_seed(seed))
     z = nets.sample_noise(n, s.cfg.model.z_dim, s.cfg.model.z_dist, gen, "cpu")

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -190,13 +190,101 @@ def check_writable(folder: Path | str, what: str, fix: str) -> None:
         raise GanforgeError(f"{what}: cannot write in {folder}{where}: {reason}; {fix}")
 
 
-def check_output_file(path: Path | str, what: str) -> None:
-    """Raise one line unless ``path`` can be written: not a folder, in a writable folder."""
+# names ganforge keeps in a run directory (the training's files and folders, the report,
+# the evaluations): no output a command is told to write ever lands on one of them
+RUN_KEEPS = (
+    "checkpoints",
+    "samples",
+    "tensorboard",
+    ".lock",
+    "config.yaml",
+    "log.jsonl",
+    "status.json",
+    "env.json",
+    "summary.txt",
+    "final.png",
+    "report.html",
+    "progress.gif",
+    "metrics.json",
+    "metrics.jsonl",
+)
+RUN_MARKS = ("config.yaml", "log.jsonl", "checkpoints", "status.json")
+
+
+def _is_run(folder: Path, reads: set[Path]) -> bool:
+    """A run the command reads, or any folder with two of a run's marks (a lone config.yaml
+    is not enough: a project folder may have one)."""
+    return folder in reads or sum((folder / m).exists() for m in RUN_MARKS) >= 2
+
+
+def refuse_run_files(
+    path: Path | str,
+    what: str,
+    reads: Iterable[Path | str] = (),
+    own: str | None = None,
+    folder: bool = False,
+    itself: bool = False,
+) -> None:
+    """Raise one line when ``path`` is, or lies in, a name a run directory keeps (``RUN_KEEPS``)
+    of any run: one the command reads (``reads``) or any other. Both the entry a write would
+    replace (its folder resolved) and what a symlink there leads to are checked. ``own``: the
+    one kept name the command writes by design (``report.html`` for ``report``); ``folder``:
+    ``path`` is a folder to make or fill (a file there is the shape check's to report);
+    ``itself``: that folder must not be a run directory either.
+
+    A path under an existing file cannot be made at all: the writability check says so.
+    """
     path = Path(path)
+    runs = {Path(r).resolve() for r in reads}
+    lexical = Path(os.path.abspath(path))
+    entry = lexical.parent.resolve() / lexical.name
+    for target in dict.fromkeys((entry, lexical.resolve())):
+        via = "" if target == entry else f" ({path} is a link to {target})"
+        if folder and target.exists() and not target.is_dir():
+            continue
+        if any(p.exists() and not p.is_dir() for p in target.parents):
+            continue
+        if itself and _is_run(target, runs):
+            raise GanforgeError(
+                f"{what}: that is a run directory{via}; ganforge never writes over a run's "
+                "own files: choose a new folder"
+            )
+        for parent in target.parents:
+            name = target.relative_to(parent).parts[0]
+            if name in RUN_KEEPS and name != own and _is_run(parent, runs):
+                where = f"is the {name} of" if target == parent / name else f"lies in {name}/ of"
+                raise GanforgeError(
+                    f"{what}: that {where} the run {parent}{via}; ganforge never writes over "
+                    "a run's own files: choose a path outside the run (or a name of your own "
+                    "in it)"
+                )
+
+
+def check_output(
+    path: Path | str,
+    what: str,
+    reads: Iterable[Path | str] = (),
+    own: str | None = None,
+    folder: bool = False,
+) -> None:
+    """The one check of every output path a command writes (``-o``, ``--out``, a report):
+    one line, before any work, unless ``path`` can take it.
+
+    A file (``folder`` False) must not be a folder or a special file (a FIFO, /dev/null); a
+    folder must not be a file. Neither may be, or lie in, a file or folder a run keeps (see
+    ``refuse_run_files``; ``reads`` the runs the command reads, ``own`` the kept name it writes
+    by design). Its folder, or the nearest one above that exists, must take new files.
+    """
+    path = Path(path)
+    if folder:
+        refuse_run_files(path, what, reads, own, folder=True, itself=True)
+        check_writable(path, what, "choose another folder")
+        return
     if path.is_dir():
         raise GanforgeError(f"{what}: {path} is a folder; give a file name")
     if path.exists() and not path.is_file():
         raise GanforgeError(f"{what}: {path} is not a regular file; give another file name")
+    refuse_run_files(path, what, reads, own)
     check_writable(path.parent if str(path.parent) else Path("."), what, "choose another path")
 
 
@@ -281,9 +369,6 @@ def check_run_layout(run_dir: Path) -> None:
             raise GanforgeError(f"{p} is not a regular file; ganforge writes it: move it away")
 
 
-RUN_MARKS = ("config.yaml", "log.jsonl", "checkpoints", "status.json")
-
-
 def holds_run(run_dir: Path) -> str | None:
     """The first file that shows ``run_dir`` holds a run, or part of one (None: it does not).
 
@@ -301,6 +386,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Before training: the run directory (or where it will be made) must take new files,
     the names ganforge writes there must be free or its own, and a fresh run never goes
     into a folder that holds (part of) another."""
+    if not resume:  # never inside another run's checkpoints/, samples/, ...
+        refuse_run_files(run_dir, f"--out {run_dir}", folder=True)
     if run_dir.is_dir():
         check_run_layout(run_dir)
         # under torchrun rank 0 may already have begun the run the others join

@@ -35,7 +35,7 @@ MAX_IMAGES = 10_000  # one grid of 100 x 100: more would not fit in memory nor o
 MAX_POINTS = 1_000_000
 
 
-def check_output(path: Path, points: bool, n: int | None = None) -> None:
+def check_format(path: Path, points: bool, n: int | None = None) -> None:
     """Raise one line unless ``path``'s suffix is a format for these samples (before any work)
     and ``n`` samples fit in one file (a grid of at most 10,000 images, a million points).
 
@@ -122,7 +122,7 @@ def render(
     """Images as a grid of ``grid`` = (rows, cols); 2-D points as a scatter against ``real``
     (or as numbers, for a ``.csv`` / ``.npy`` path)."""
     path = Path(path)
-    check_output(path, fake.dim() == 2)
+    check_format(path, fake.dim() == 2)
     if fake.dim() == 2 and path.suffix.lower() in POINT_DATA:
         save_points(fake, path)
     elif fake.dim() == 2:

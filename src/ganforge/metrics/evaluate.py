@@ -32,7 +32,7 @@ from ..config import Config, DataConfig, read_config
 from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
 from ..data.stream import StreamData
 from ..errors import GanforgeError
-from ..runfiles import atomic_write_text, check_output_file
+from ..runfiles import atomic_write_text, check_output
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import features, inception, points, precision_recall
 from .metric import METRICS, get_metric
@@ -281,7 +281,8 @@ def evaluate_run(
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     cfg = read_config(run_dir / "config.yaml")
-    check_output_file(run_dir / "metrics.json", f"evaluate {run_dir}")  # before any work
+    out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all
+    check_output(out, f"evaluate {run_dir}", reads=[run_dir], own=out.name)  # before any work
     dev = resolve_device(device)
     ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
@@ -301,7 +302,6 @@ def evaluate_run(
     result = {"run_dir": str(run_dir), "recipe": cfg.recipe, "data": cfg.data.name, **result}
     from . import history
 
-    out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     history.append(run_dir, result)
     return out, result

@@ -24,13 +24,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ..checkpoint import check_tensors, sha256_file
 from ..data import TensorData, cache_dir, scale
 from ..errors import GanforgeError
 from ..files import load_json
+from ..runfiles import atomic_write_bytes, atomic_write_text, check_output
 
 ARCH = "ganforge-cnn-v1"
 FEATURES = 128  # width of the feature layer: FD over 128 dimensions takes milliseconds
@@ -238,9 +240,12 @@ def save_evaluator(net: Classifier, meta: dict[str, Any], folder: Path, dataset:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{dataset}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, weights, metadata={"arch": ARCH, "dataset": dataset})
+    # made in memory, written atomically: a full disk gives one line, never half a file
+    atomic_write_bytes(
+        weights, safetensors_bytes(state, metadata={"arch": ARCH, "dataset": dataset})
+    )
     meta = {"dataset": dataset, **meta, "sha256": sha256_file(weights)}
-    (folder / f"{dataset}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(folder / f"{dataset}.json", json.dumps(meta, indent=1) + "\n")
     return weights
 
 
@@ -314,6 +319,8 @@ def build_evaluator(
     from ..config import DataConfig
     from ..data import load_data
 
+    folder = out or cache_dir() / "evaluators"
+    check_output(folder, f"--out {folder}", folder=True)  # before any work
     base = DataConfig(name=dataset, path=data_path)
     train = load_data(replace(base, split="train"))
     test = load_data(replace(base, split="test"))
@@ -322,6 +329,6 @@ def build_evaluator(
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     log(f"training the {ARCH} evaluator of {dataset} on {len(train):,} images ({train.source})")
     net, meta = train_classifier(train, test, classes, protocol, log)
-    path = save_evaluator(net, meta, out or cache_dir() / "evaluators", dataset)
+    path = save_evaluator(net, meta, folder, dataset)
     log(f"test accuracy {meta['test_accuracy']:.2%} on {len(test):,} images; wrote {path}")
     return path

@@ -9,7 +9,6 @@ are data URIs and the page has no script: it opens anywhere, with no network.
 from __future__ import annotations
 
 import html
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from ..errors import GanforgeError
 from ..files import load_yaml
 from ..metrics import history
+from ..runfiles import atomic_write_text, check_output
 from . import plots
 from .anim import png_bytes
 from .html import CSS, _img, _table
@@ -234,14 +234,10 @@ def write_compare(run_dirs: Sequence[Path], out: Path) -> Path:
         if not is_run(r):
             raise GanforgeError(f"{r}: not a ganforge run directory (no config.yaml)")
     out = Path(out)
-    if out.is_dir():
-        raise GanforgeError(f"-o {out}: is a folder; give a file name such as compare.html")
-    if not out.parent.is_dir():
-        raise GanforgeError(f"-o {out}: folder {out.parent} does not exist; create it first")
+    check_output(out, f"-o {out}", reads=run_dirs)  # before any work
     page = build_page(run_dirs)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, page)  # a full disk keeps the previous page: one line
     return out
 
 

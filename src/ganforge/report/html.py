@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import GanforgeError
 from ..files import load_json, load_yaml
-from ..runfiles import atomic_write_text, check_output_file
+from ..runfiles import atomic_write_text, check_output
 from ..trust import check_run_dir
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
@@ -368,7 +368,7 @@ def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> 
         raise GanforgeError(f"{run_dir}: not a ganforge run directory (no config.yaml, no log)")
     check_run_dir(run_dir)  # a config that names code to import: refused before any work
     out = Path(out) if out else run_dir / REPORT
-    check_output_file(out, f"report {run_dir}")  # before any work: a folder, read-only
+    check_output(out, f"report {run_dir}", reads=[run_dir], own=REPORT)  # before any work
     page = build_page(run_dir, out.parent, live)
     atomic_write_text(out, page)  # a full disk keeps the previous report
     return out
