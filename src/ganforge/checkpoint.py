@@ -314,6 +314,8 @@ def sound(path: Path) -> bool:
 def verify(path: Path) -> dict[str, Any]:
     """Check a checkpoint folder against its manifest; return its (type-checked) state.json."""
     manifest = _json_object(path / "manifest.json", "manifest.json")
+    if manifest.get("format") != FORMAT:  # ganforge writes it first; any other is damage
+        raise CheckpointError(f"{path}: manifest.json is corrupted (no format {FORMAT})")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in files.items()

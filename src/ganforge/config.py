@@ -23,6 +23,8 @@ from .files import YamlLimitError, load_yaml
 from .registry import is_import_path
 from .trust import check_run_config, leaf_keys, remember_written
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: data beyond it becomes inf
+
 
 def _f(default: Any, **meta: Any) -> Any:
     """A dataclass field with validation metadata (choices / gt / ge / le / lt)."""
@@ -58,6 +60,9 @@ class DataConfig:
     # always or never; memory_limit in GiB, None = a quarter of RAM (data/stream.py)
     stream: str = _f("auto", choices=("auto", "always", "never"))
     memory_limit: float | None = _f(None, gt=0)
+    # train --resume over data that changed since the checkpoint (files added, removed or
+    # edited): refused unless true; for that resume only, config.yaml keeps false
+    allow_changed: bool = False
 
     def __post_init__(self) -> None:
         background_rgb(self.background)  # a ConfigError naming data.background if not a colour
@@ -65,6 +70,11 @@ class DataConfig:
         values = [a, b, c, d, *self.gaussian_b]
         if not all(math.isfinite(v) for v in values):
             raise ConfigError("data.gaussian_a / gaussian_b: every value must be a finite number")
+        if any(abs(v) > FLOAT32_MAX for v in values):
+            raise ConfigError(
+                f"data.gaussian_a / gaussian_b: {max(values, key=abs):g} is beyond float32's "
+                f"limit of {FLOAT32_MAX:.4g} (training runs in float32); give smaller values"
+            )
         if a * d - b * c == 0:
             raise ConfigError(
                 f"data.gaussian_a: {[list(r) for r in self.gaussian_a]} is singular (its "

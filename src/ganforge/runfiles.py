@@ -350,7 +350,9 @@ def remove_tree(path: Path) -> None:
 
 
 RUN_FOLDERS = ("checkpoints", "samples")
-RUN_FILES = (".lock", "config.yaml", "log.jsonl", "status.json", "env.json", "summary.txt")
+RUN_FILES = (
+    ".lock", "config.yaml", "log.jsonl", "status.json", "env.json", "summary.txt", "data.json",
+)  # fmt: skip
 
 
 def check_run_layout(run_dir: Path) -> None:

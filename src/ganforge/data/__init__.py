@@ -21,6 +21,16 @@ from ..registry import Registry
 
 
 @dataclass(frozen=True)
+class Origin:
+    """The files a data set was read from, for the run's record of its data (``identity``)."""
+
+    what: str  # how messages name it: "the image folder DIR", "the points file F"
+    root: Path  # the files are recorded relative to it
+    files: tuple[Path, ...]
+    listed: bool = False  # True (image folders): the file list is the identity, not the pixels
+
+
+@dataclass(frozen=True)
 class TensorData:
     """A whole data set as tensors: ``x`` uint8 images or float points, optional labels."""
 
@@ -28,6 +38,7 @@ class TensorData:
     labels: torch.Tensor | None  # (N,) int64
     source: str  # where it was read from, for logs
     range: str = "tanh"  # images: "tanh" -> [-1, 1], "unit" -> [0, 1]
+    origin: Origin | None = None  # the files read, when read from files
     streamed: ClassVar[bool] = False  # True: read from disk as training goes (data/stream.py)
 
     @property
@@ -224,7 +235,14 @@ def select(data: TensorData, cfg: DataConfig) -> TensorData:
             x = _resize(x, cfg.size)
         if cfg.pad:  # black borders: 0 is black in uint8, before scaling to the model's range
             x = torch.nn.functional.pad(x, (cfg.pad,) * 4)
-    return TensorData(x.contiguous(), labels, data.source, cfg.range)
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):  # generated ones too
+        i = int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
+        raise DataError(
+            f"data {cfg.name} ({data.source}): example {i} is not finite in {x.dtype} (NaN, "
+            "infinite, or beyond float32's limit of 3.403e+38); fix the data or the settings "
+            "that generate it"
+        )
+    return TensorData(x.contiguous(), labels, data.source, cfg.range, data.origin)
 
 
 def _convert_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:

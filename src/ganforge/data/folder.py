@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 
 from ..config import DataConfig, background_rgb
 from ..errors import DataError
-from . import TensorData, _resize, candidate_dirs, dataset
+from . import Origin, TensorData, _resize, candidate_dirs, dataset
 
 DEFAULT_SIZE = 64
 # Raster formats taken from a folder. Pillow recognises more extensions, but several are
@@ -268,7 +268,12 @@ def image_folder(cfg: DataConfig) -> TensorData:
     if streamed is not None:
         return streamed
     x, source = load_folder(root, size, channels, cfg.skip_bad, cfg.limit, background)
-    return TensorData(x, None, source)
+    return TensorData(x, None, source, origin=folder_origin(root, list_images(root)[: cfg.limit]))
+
+
+def folder_origin(root: Path, files: list[Path]) -> Origin:
+    """An image folder's files as the run records them: the list, sizes and mtimes."""
+    return Origin(f"the image folder {root}", root, tuple(files), listed=True)
 
 
 def _streamed(
@@ -300,5 +305,6 @@ def _streamed(
     )
     empty = torch.empty((0, channels, size, size), dtype=torch.uint8)
     return StreamData(
-        empty, None, source, cfg.range, tuple(files), root, size, channels, background
-    )
+        empty, None, source, cfg.range, origin=folder_origin(root, files), files=tuple(files),
+        root=root, size=size, channels=channels, background=background,
+    )  # fmt: skip

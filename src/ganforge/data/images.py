@@ -34,6 +34,7 @@ from ..files import restricted_loads
 from . import (
     NATIVE_SHAPES,
     OWN_FILES,
+    Origin,
     TensorData,
     cache_dir,
     candidate_dirs,
@@ -67,11 +68,13 @@ def _parts(cfg: DataConfig) -> list[str]:
     return ["train", "test"] if cfg.split == "train+test" else [cfg.split]
 
 
-def _join(pairs: Sequence[Pair], source: str) -> TensorData:
-    """One TensorData from the (images, labels) of each split, in the order given."""
+def _join(pairs: Sequence[Pair], source: str, files: Sequence[Path] = ()) -> TensorData:
+    """One TensorData from the (images, labels) of each split, in the order given; ``files``:
+    those read (the run records their names and sizes)."""
     x = torch.cat([p[0] for p in pairs]).contiguous()
     y = torch.cat([p[1] for p in pairs]).long()
-    return TensorData(x, y, source)
+    origin = Origin(f"the data files in {source}", Path(source), tuple(files)) if files else None
+    return TensorData(x, y, source, origin=origin)
 
 
 @contextmanager
@@ -222,13 +225,15 @@ def load_idx_dataset(cfg: DataConfig, cls: type, label: str, apt: str | None) ->
     parts = _parts(cfg)
 
     def read_local(found: Path) -> TensorData:
-        pairs = []
+        pairs, files = [], []
         for p in parts:
             prefix = "train" if p == "train" else "t10k"
-            x = read_idx(_idx_file(found, f"{prefix}-images-idx3-ubyte"), "images")
-            y = read_idx(_idx_file(found, f"{prefix}-labels-idx1-ubyte"), "labels")
+            images = _idx_file(found, f"{prefix}-images-idx3-ubyte")
+            labels = _idx_file(found, f"{prefix}-labels-idx1-ubyte")
+            x, y = read_idx(images, "images"), read_idx(labels, "labels")
             pairs.append((torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.copy())))
-        return _join(pairs, str(found))
+            files += [images, labels]
+        return _join(pairs, str(found), files)
 
     def download(root: Path) -> TensorData:
         sets = [cls(root=str(root), train=(p == "train"), download=True) for p in parts]
@@ -355,7 +360,9 @@ def svhn(cfg: DataConfig) -> TensorData:
         return d if all((d / f).is_file() for f in files) else None
 
     def read(folder: Path) -> TensorData:
-        return _join([read_svhn(folder / f) for f in files], str(folder))
+        return _join(
+            [read_svhn(folder / f) for f in files], str(folder), [folder / f for f in files]
+        )
 
     def download(root: Path) -> TensorData:
         from torchvision.datasets.utils import download_url
@@ -391,8 +398,8 @@ def cifar10(cfg: DataConfig) -> TensorData:
 
     def read(folder: Path) -> TensorData:
         names = {"train": CIFAR_FILES[:5], "test": ("test_batch",)}
-        pairs = [read_cifar_batch(folder / n) for p in _parts(cfg) for n in names[p]]
-        return _join(pairs, str(folder))
+        paths = [folder / n for p in _parts(cfg) for n in names[p]]
+        return _join([read_cifar_batch(f) for f in paths], str(folder), paths)
 
     def download(root: Path) -> TensorData:
         from torchvision.datasets.utils import download_and_extract_archive

@@ -15,13 +15,15 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from . import POINTS_FILE, TensorData, dataset
+from . import POINTS_FILE, Origin, TensorData, dataset
 
 SUFFIXES = (".npy", ".csv")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # about 3.4e38; larger values become inf
 
 
 def read_points(path: Path) -> np.ndarray:
     """The (N, 2) float array in ``path`` (.npy or .csv); a DataError saying what is wrong."""
+    skip = 0
     try:
         if path.suffix.lower() == ".npy":
             x = np.load(path, allow_pickle=False)
@@ -43,9 +45,28 @@ def read_points(path: Path) -> np.ndarray:
         )
     if len(x) < 2:
         raise DataError(f"{path}: only {len(x)} point(s); a GAN learns from many")
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: holds NaN or infinite values; remove those rows")
+    header = " (after the header line)" if path.suffix.lower() == ".csv" and skip else ""
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        raise DataError(
+            f"{path}: holds NaN or infinite values ({len(bad):,} row{'s' * (len(bad) > 1)}, "
+            "the first row "
+            f"{bad[0] + 1}{header}: {_row(x[bad[0]])}); remove those rows"
+        )
+    big = np.flatnonzero((np.abs(x) > FLOAT32_MAX).any(axis=1))
+    if len(big):
+        raise DataError(
+            f"{path}: {len(big):,} {'row holds' if len(big) == 1 else 'rows hold'} values "
+            f"beyond float32's limit of "
+            f"{FLOAT32_MAX:.4g} (the first row {big[0] + 1}{header}: {_row(x[big[0]])}); "
+            "training runs in float32 (bf16 has the same range): rescale the points, or "
+            "remove those rows"
+        )
     return x
+
+
+def _row(values: np.ndarray) -> str:
+    return ", ".join(f"{float(v):.4g}" for v in values)
 
 
 @dataset(POINTS_FILE, (2,))
@@ -57,4 +78,5 @@ def points_file(cfg: DataConfig) -> TensorData:
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         raise DataError(f"--data {cfg.path}: not a .npy or .csv file of (N, 2) points")
     x = torch.from_numpy(read_points(path).astype(np.float32))
-    return TensorData(x, None, f"{path} ({len(x):,} points)")
+    origin = Origin(f"the points file {path}", path.parent, (path,))
+    return TensorData(x, None, f"{path} ({len(x):,} points)", origin=origin)

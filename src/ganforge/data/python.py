@@ -17,6 +17,7 @@ from ..config import DataConfig
 from ..errors import DataError
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # larger values become inf in float32
 MAX_ITEMS_SHOWN = 3
 
 
@@ -133,9 +134,21 @@ def _check_range(x: torch.Tensor, range_: str) -> torch.Tensor:
         return x
     if not (x.dtype.is_floating_point or x.dtype in (torch.int16, torch.int32, torch.int64)):
         raise DataError(f"data=: {x.dtype} data; give uint8 images or float images/points")
-    x = x.float()
     if not bool(torch.isfinite(x).all()):
-        raise DataError("data=: the data holds NaN or infinite values; clean them first")
+        raise DataError(
+            f"data=: the data holds NaN or infinite values (the first in example "
+            f"{_first(~torch.isfinite(x))}); clean them first"
+        )
+    if x.dtype.is_floating_point and x.dtype.itemsize > 4:  # float64: may not fit float32
+        over = x.abs() > FLOAT32_MAX
+        if bool(over.any()):
+            i = _first(over)
+            raise DataError(
+                f"data=: example {i} holds {float(x[i][over[i]].reshape(-1)[0]):.4g}, beyond "
+                f"float32's limit of {FLOAT32_MAX:.4g} (training runs in float32; bf16 has the "
+                "same range); rescale the data"
+            )
+    x = x.float()
     if x.dim() == 2:
         return x  # points: any finite values
     lo, hi = RANGES[range_]
@@ -150,6 +163,11 @@ def _check_range(x: torch.Tensor, range_: str) -> torch.Tensor:
             f"[{lo:g}, {hi:g}] (data.range={range_}); scale them, {hint}, or set data.range"
         )
     return x.clamp_(lo, hi)
+
+
+def _first(mask: torch.Tensor) -> int:
+    """The index of the first example with any True in ``mask`` (N, ...)."""
+    return int(mask.reshape(len(mask), -1).any(1).nonzero()[0, 0])
 
 
 from . import TensorData, dataset  # noqa: E402  (the package imports this module lazily)

@@ -46,6 +46,19 @@ def memory_budget(limit_gib: float | None) -> int:
     return ram_bytes() // 4 or 4 * 2**30
 
 
+class StreamedFileError(DataError):
+    """A file of a streamed folder cannot be decoded when training reads it (removed, cut
+    short, replaced since the run began). The message names the file; the training loop
+    adds the checkpoint it saved and how to go on (engine/datacheck.py)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"{problem}; streamed images are decoded as training reads them: fix or restore "
+            "the file and resume the run"
+        )
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class StreamData(TensorData):
     """An image folder read from disk batch by batch; ``x`` is an empty (0, C, S, S) tensor
@@ -74,10 +87,10 @@ class StreamData(TensorData):
 
         result = _try(path, self.size, self.channels, self.background)
         if isinstance(result, str):
-            raise DataError(
-                f"{self.root}: {path.relative_to(self.root)} cannot be used as an image "
-                f"({result}); streamed images are decoded as training reads them: fix or "
-                "remove the file and resume the run"
+            if not path.exists():
+                result = "it is gone: removed or renamed since the run began"
+            raise StreamedFileError(
+                f"{self.root}: {path.relative_to(self.root)} cannot be used as an image ({result})"
             )
         return result.x
 

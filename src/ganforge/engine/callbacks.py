@@ -29,6 +29,7 @@ import torch
 from .. import nets
 from ..checkpoint import Models, save_checkpoint
 from ..config import Config
+from ..data.identity import stamp
 from ..seeding import STREAM_SAMPLE, mix_seed
 from ..visual import render
 from .guard import check_parameters
@@ -98,6 +99,7 @@ class TrainState:
     stop: StopSignals | None = None  # the run's signal handler (long phases stop at once)
     distributed: bool = False  # under torchrun: ranks agree on stops at their next step
     initial: Models | None = None  # the seed's initial state (train.rollback before a checkpoint)
+    data_record: dict[str, Any] | None = None  # the data's identity (data/identity.py)
 
     def save_now(self) -> None:
         """Write ``checkpoints/last`` at the current step (a stop in a long phase)."""
@@ -212,7 +214,9 @@ class Checkpoints(Callback):
         check_parameters({"generator": models.g, "discriminator": models.d}, state.step)
         if not state.main:
             return
-        counters = {**state.counters, "rollbacks": state.rollbacks}
+        counters: dict[str, Any] = {**state.counters, "rollbacks": state.rollbacks}
+        if state.data_record is not None:  # a resume compares it with its data
+            counters["data"] = stamp(state.data_record)
         path = save_checkpoint(state.run_dir / "checkpoints", "last", models, counters)
         state.fire("on_checkpoint", path)
 

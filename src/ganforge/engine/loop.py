@@ -19,7 +19,7 @@ import platform
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from ..checkpoint import Models, atomic_write_text, clean_leftovers
 from ..config import Config, save_config
 from ..data import TensorData, load_data
 from ..data.clusters import with_clusters
-from ..data.stream import Prefetch, StreamData
+from ..data.identity import identify, write_record
+from ..data.stream import Prefetch, StreamData, StreamedFileError
 from ..errors import ConfigError, DataError, Diverged, Preempted
 from ..losses import get_loss
 from ..nets import NetSpec
@@ -58,6 +59,7 @@ from .callbacks import (
     TrainState,
     check_callbacks,
 )
+from .datacheck import check_resume_data, lost_file
 from .distributed import Dist
 from .ema import final_note
 from .ema import start_step as ema_start_step
@@ -250,7 +252,9 @@ def train(
             device = dist_device or resolve_device(cfg.train.device)
             set_threads(cfg, device)  # train.threads (CPU)
             with stop.phase("while loading the data", None, run_dir, saved=False):
-                data, sizes = _labelled(cfg, data or load_data(cfg.data))
+                data = data or load_data(cfg.data)
+                record = identify(data, cfg.data)  # what the run trains on (datacheck.py)
+                data, sizes = _labelled(cfg, data)
                 data = data.to(device)
             batch, _ = distributed.local_batch(cfg.train.batch_size, cfg.train.batch_per_rank, dist)
             check_techniques(cfg, data.shape, batch)
@@ -264,7 +268,7 @@ def train(
             models = build_models(cfg, data.shape, device, g, d, sizes)
             return _train(
                 cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
-                dist, callbacks,
+                dist, callbacks, record,
             )  # fmt: skip
     except RuntimeError as exc:  # a collective failed: another process died or hung?
         lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
@@ -324,7 +328,10 @@ def _start(
         if start:
             truncate_log(run_dir / "log.jsonl", start)
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        once = replace(cfg, data=replace(cfg.data, allow_changed=False))  # this resume only
+        save_config(once, run_dir / "config.yaml")
+        if state.data_record is not None:
+            write_record(run_dir, state.data_record)
         write_summary(cfg, models, data.shape, run_dir / "summary.txt")
         env = _environment(state.device)
         env["world_size"] = dist.world
@@ -372,6 +379,7 @@ def _train(
     stop: StopSignals,
     dist: Dist,
     callbacks: Sequence[Any],
+    record: dict[str, Any],
 ) -> dict[str, Any]:
     main = dist.main  # the one process that writes the run directory
     if dist.active and cfg.train.sync_bn:
@@ -383,10 +391,13 @@ def _train(
         cfg, run_dir, models, device, length.total, length.steps_per_epoch, b, progress.message
     )
     state.main, state.stop, state.distributed = main, stop, dist.active
+    state.data_record = record
     counters = _resume(state, dist) if resume else {"step": 0}
     if resume and check_length(run_dir, counters["step"], length.total):  # raises past the end
         progress.close()
         return complete_summary(run_dir, counters)  # already finished: nothing written
+    if resume:  # other data than the checkpoint's: refused before any write
+        check_resume_data(run_dir, cfg, counters, record, state.say)
     _start(state, data, counters, dist, verbose)
     start, state.rollbacks = counters["step"], counters.get("rollbacks", 0)
     if cfg.train.rollback and start == 0:  # a rollback before any checkpoint restores these
@@ -452,9 +463,12 @@ def _steps(
     budget = cfg.train.max_seconds  # seconds of training in this session (single process)
     cpu_budget = cfg.train.max_cpu_seconds  # process CPU seconds (time.process_time) likewise
     t_start, cpu_start = time.perf_counter(), time.process_time()
-    step = state.step
+    step = first = state.step
     while step < length.total:
-        real, y = batches.at(step)
+        try:
+            real, y = batches.at(step)
+        except StreamedFileError as e:  # a streamed file gone: save the last step, then stop
+            raise lost_file(state, e, step, first) from None
         rnd = draw(cfg, step, b, device, dist)
         out = train_step(step_models, cfg, real, rnd.z, step, rnd.label_noise, y, rnd.aug)
         done = step + 1
