@@ -22,15 +22,16 @@ from typing import Any, TypeAlias
 import torch
 from torch import nn
 
-from . import nets
+from . import arguments, nets
 from .checkpoint import find_checkpoint, load_network, verify
 from .config import DEFAULT_RECIPE, Config, load_config, read_config, recipe_dict, to_dict
-from .data import TensorData, data_shape, resolve_path, select, to_uint8
-from .errors import ConfigError, GanforgeError
+from .data import TensorData, data_shape, generated, resolve_path, select, to_uint8
+from .errors import ArgumentError, ConfigError, GanforgeError, option
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
 from .seeding import mix_seed, resolve_device
 
+SAMPLE_BATCH = {False: 512, True: 4096}  # Run.sample: images, points through G at a time
 RecipeLike: TypeAlias = str | os.PathLike | Config
 NetLike: TypeAlias = NetSpec  # a custom G or D: a module, or a builder of one
 
@@ -46,6 +47,12 @@ def make_config(
 ) -> Config:
     """A strict Config from a recipe (name, YAML path or Config), or a saved run's mapping
     ``base``, then ``sections`` (``{"train": {"epochs": 2}}``), then ``overrides``."""
+    overrides = arguments.strings(overrides, "overrides=")
+    if recipe is not None and not isinstance(recipe, (str, os.PathLike, Config)):
+        raise ArgumentError(
+            f"recipe={recipe!r}: give a recipe name (ganforge.recipes() lists them), a YAML "
+            "file or a ganforge.Config"
+        )
     if base is not None:
         raw = dict(base)
     elif isinstance(recipe, Config):
@@ -125,9 +132,9 @@ def _net_name(net: NetLike, kind: str) -> str | None:
     if isinstance(net, nn.Module):
         return f"{PYTHON_PREFIX}{type(net).__name__}"
     if not callable(net):
-        raise ConfigError(
-            f"ganforge.train: {kind}= got {type(net).__name__}; give an nn.Module or a "
-            "function or class that builds one"
+        raise ArgumentError(
+            f"{kind}={type(net).__name__}: give an nn.Module, or a function or class that "
+            "builds one"
         )
     return path_of(net) or f"{PYTHON_PREFIX}{getattr(net, '__qualname__', repr(net))}"
 
@@ -156,6 +163,7 @@ def _resolve_path(cfg: Config, verbose: bool) -> Config:
     points file for a 2-D recipe: the data config it means, said once (``resolve_path``)."""
     dc, note = resolve_path(cfg.data, cfg.model.num_classes)
     if note is None:
+        generated.refuse_path(cfg.data)  # gaussian-2d etc. read no files
         return cfg
     if verbose and int(os.environ.get("RANK", "0")) == 0:
         print(f"ganforge: {note}")
@@ -212,6 +220,9 @@ def train(
     ``callbacks``: hooks, see ``ganforge.Callback``. ``**config``: config sections as
     mappings, e.g. ``train={"epochs": 2}``; ``overrides``: ``key=value`` strings as ``--set``.
     """
+    out = None if out is None else arguments.path(out, "out=")
+    callbacks = _checked(callbacks, verbose)
+    arguments.flag(overwrite, "overwrite=")
     data, config = _data_section(data, config)
     cfg = make_config(recipe, overrides or (), config)
     cfg, tensors = _with_data(cfg, data)
@@ -224,9 +235,12 @@ def train(
         moved = set_aside(run_dir)
         print(f"ganforge: moved the run in {run_dir} to {moved} (resumable there)")
     elif (run_dir / "config.yaml").exists():
+        again = option(f"--resume {run_dir}", f"ganforge.resume({str(run_dir)!r})")
+        other = option("choose another --out", "choose another out=")
+        aside = option("add --overwrite", "pass overwrite=True")
         raise GanforgeError(
-            f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
-            "choose another --out, or add --overwrite to move that run aside"
+            f"{option('--out', 'out=')} {run_dir} already holds a run; continue it with "
+            f"{again}, {other}, or {aside} to move that run aside"
         )
     return _run(cfg, run_dir, False, tensors, generator, discriminator, callbacks, verbose)
 
@@ -245,9 +259,11 @@ def resume(
     """Continue run directory ``run`` from its last good checkpoint (a longer length, say
     ``train={"epochs": 40}``); results are bitwise those of one unbroken run on the CPU.
     A run trained on Python data or nets needs them again here (``data=``, ``generator=``)."""
-    run_dir = Path(run)
+    run_dir = Path(arguments.path(run, "run="))
+    callbacks = _checked(callbacks, verbose)
     if not run_dir.is_dir():
-        raise GanforgeError(f"--resume {run_dir}: no such run directory")
+        where = option(f"--resume {run_dir}", f"run={str(run_dir)!r}")
+        raise GanforgeError(f"{where}: no such run directory")
     saved = read_config(run_dir / "config.yaml")
     data, config = _data_section(data, config)
     cfg = make_config(None, overrides or (), config, base=to_dict(saved))
@@ -256,6 +272,16 @@ def resume(
         cfg, tensors = _with_data(cfg, data)
     cfg = _with_nets(cfg, generator, discriminator)
     return _run(cfg, run_dir, True, tensors, generator, discriminator, callbacks, verbose)
+
+
+def _checked(callbacks: Any, verbose: Any) -> list[Any]:
+    """``callbacks`` as a list of hooks (each checked) and ``verbose`` a bool, or one line."""
+    from .engine.callbacks import check_callbacks
+
+    arguments.flag(verbose, "verbose=")
+    hooks = arguments.sequence(callbacks, "callbacks=")
+    check_callbacks(hooks)
+    return hooks
 
 
 def _run(
@@ -319,15 +345,17 @@ def load(
     ``checkpoint`` ("best", falling back to "last" unless ``fallback=False``; "last";
     "previous"). ``generator`` /
     ``discriminator``: the run's custom nets when it was trained with Python objects."""
-    run_dir = Path(run)
+    run_dir = Path(arguments.path(run, "run="))
+    arguments.choice(checkpoint, "checkpoint=", ("best", "last", "previous"))
+    arguments.flag(fallback, "fallback=")
+    for net, kind in ((generator, "generator"), (discriminator, "discriminator")):
+        _net_name(net, kind)  # a module, a builder or None
+    dev = resolve_device(device)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    if checkpoint not in ("best", "last", "previous"):
-        raise GanforgeError(f"checkpoint={checkpoint!r}: choose best, last or previous")
     cfg = read_config(run_dir / "config.yaml")
     prefer = ("best", "last") if checkpoint == "best" and fallback else (checkpoint,)
     ckpt = find_checkpoint(run_dir, prefer)
-    dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)
     load_network(ckpt, "sampler", g, dev)
     out = Run(run_dir, cfg, g, None, checkpoint=ckpt)
@@ -401,19 +429,9 @@ class Run:
         k = self.config.model.num_classes
         if k is None:
             if labels is not None:
-                raise GanforgeError(f"labels=: {self.dir} is not class-conditional; drop labels")
+                raise ArgumentError(f"labels=: {self.dir} is not class-conditional; drop labels")
             return None
-        if labels is None:
-            return torch.arange(n) % k  # every class in turn
-        if isinstance(labels, int):
-            labels = torch.full((n,), labels, dtype=torch.long)
-        y = torch.as_tensor(labels, dtype=torch.long).flatten()
-        if len(y) != n or int(y.min()) < 0 or int(y.max()) >= k:
-            raise GanforgeError(
-                f"labels=: give one class in 0-{k - 1} or {n} of them; got {tuple(y.shape)} "
-                f"in [{int(y.min())}, {int(y.max())}]"
-            )
-        return y
+        return arguments.labels(labels, n, k)
 
     @torch.no_grad()
     def sample(self, n: int = 64, seed: int | None = None, labels: Any = None) -> torch.Tensor:
@@ -421,18 +439,17 @@ class Run:
         are). ``seed``: the same samples as ``ganforge sample --seed``; None draws fresh
         noise. ``labels``: a class (int) or n classes for a conditional run (default: every
         class in turn)."""
-        if n <= 0:
-            raise GanforgeError(f"n={n}: the number of samples must be positive")
-        mc = self.config.model
+        mc, shape = self.config.model, data_shape(self.config.data)
+        n = arguments.count(n, "n=", mc.z_dim + arguments.floats_of(shape))
         gen = torch.Generator()
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(mix_seed(seed))
-        z = nets.sample_noise(n, mc.z_dim, mc.z_dist, gen, "cpu").to(self.device)
+            gen.manual_seed(mix_seed(arguments.seed(seed)))
+        z = nets.sample_noise(n, mc.z_dim, mc.z_dist, gen, "cpu")  # at once: the same z for all n
         y = self._labels(n, labels)
-        out = nets.generate(self.generator, z, None if y is None else y.to(self.device))
-        return out.float().cpu()
+        batch = SAMPLE_BATCH[len(shape) == 1]  # G runs on batches of this many
+        return nets.generate_batched(self.generator, z, y, batch, self.device)
 
     def grid(self, n: int = 64, seed: int | None = None, labels: Any = None) -> Any:
         """A PIL image of ``n`` samples (a grid of images, or a scatter of 2-D points over
@@ -441,8 +458,10 @@ class Run:
 
         from PIL import Image
 
-        from .visual import render
+        from .visual import MAX_IMAGES, MAX_POINTS, render
 
+        points = len(data_shape(self.config.data)) == 1
+        arguments.integer(n, "n=", 1, MAX_POINTS if points else MAX_IMAGES)
         x = self.sample(n, seed, labels)
         cols = math.ceil(math.sqrt(n))
         with tempfile.TemporaryDirectory() as tmp:
@@ -466,6 +485,8 @@ class Run:
         name -> value; the protocol is in ``.last_eval["protocol"]``."""
         from .metrics.evaluate import Evaluation, evaluate_generator
 
+        if metrics is not None and not isinstance(metrics, str):
+            metrics = arguments.strings(metrics, "metrics=")
         names = metrics if metrics is None or isinstance(metrics, str) else tuple(metrics)
         if isinstance(names, str):
             names = ",".join(s.strip() for s in names.split(","))
