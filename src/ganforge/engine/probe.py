@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError, Preempted
-from ..nets import generate, judge
+from ..nets import generate, judge, sample_noise
 from ..runfiles import remove_tree
 
 PROBE = 2  # examples per probe batch (per pack): BatchNorm in training needs two
@@ -118,7 +118,7 @@ def probe(cfg: Config, g: nn.Module, d: nn.Module, shape: tuple[int, ...], devic
     """Run G and D once on a probe batch; raise one line at the first thing that is wrong."""
     n = PROBE * cfg.model.pack
     gen = torch.Generator(device).manual_seed(0)
-    z = torch.randn(n, cfg.model.z_dim, generator=gen, device=device)
+    z = sample_noise(n, cfg.model.z_dim, cfg.model.z_dist, gen, device)  # as training draws
     y = None
     if cfg.model.conditioned is not None:
         y = torch.arange(n, device=device) % cfg.model.conditioned
