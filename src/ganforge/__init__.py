@@ -23,11 +23,33 @@ __version__ = "0.1.0"
 os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
 
+# The errors: one family, all GanforgeError (docs/api.md#errors); cheap to import.
+from .errors import (  # noqa: E402
+    ArgumentError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Diverged,
+    GanforgeError,
+    PeerLost,
+    Preempted,
+)
+
 __all__ = [
+    "ArgumentError",
     "Callback",
+    "CheckpointError",
+    "CheckpointMismatch",
     "Config",
+    "ConfigError",
+    "DataError",
+    "Diverged",
+    "GanforgeError",
+    "PeerLost",
+    "Preempted",
     "Run",
     "ShowSamples",
+    "WriteError",
     "__version__",
     "load",
     "load_config",
@@ -37,8 +59,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import Run, load, resume, train
+    from .checkpoint import CheckpointMismatch
     from .config import Config, load_config
     from .engine.callbacks import Callback, ShowSamples
+    from .runfiles import WriteError
 
 # Imported on first use, so that `import ganforge` (and the CLI's start) stays light.
 _LAZY = {
@@ -50,6 +74,8 @@ _LAZY = {
     "load_config": "config",
     "Callback": "engine.callbacks",
     "ShowSamples": "engine.callbacks",
+    "CheckpointMismatch": "checkpoint",
+    "WriteError": "runfiles",
 }
 
 

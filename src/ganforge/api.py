@@ -22,7 +22,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import nn
 
-from . import nets
+from . import arguments, nets
 from .checkpoint import find_checkpoint, load_network, verify
 from .config import (
     DEFAULT_RECIPE,
@@ -33,13 +33,14 @@ from .config import (
     recipe_dict,
     to_dict,
 )
-from .data import TensorData, data_shape, resolve_path, select, to_uint8
-from .errors import ConfigError, GanforgeError
+from .data import TensorData, data_shape, generated, resolve_path, select, to_uint8
+from .errors import ArgumentError, ConfigError, GanforgeError, option
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
 from .seeding import mix_seed, resolve_device
 from .trust import leaf_keys
 
+SAMPLE_BATCH = {False: 512, True: 4096}  # Run.sample: images, points through G at a time
 RecipeLike: TypeAlias = str | os.PathLike | Config
 NetLike: TypeAlias = NetSpec  # a custom G or D: a module, or a builder of one
 
@@ -55,6 +56,12 @@ def make_config(
 ) -> Config:
     """A strict Config from a recipe (name, YAML path or Config), or a saved run's mapping
     ``base``, then ``sections`` (``{"train": {"epochs": 2}}``), then ``overrides``."""
+    overrides = arguments.strings(overrides, "overrides=")
+    if recipe is not None and not isinstance(recipe, (str, os.PathLike, Config)):
+        raise ArgumentError(
+            f"recipe={recipe!r}: give a recipe name (ganforge.recipes() lists them), a YAML "
+            "file or a ganforge.Config"
+        )
     if base is not None:
         raw = dict(base)
     elif isinstance(recipe, Config):
@@ -134,9 +141,9 @@ def _net_name(net: NetLike, kind: str) -> str | None:
     if isinstance(net, nn.Module):
         return f"{PYTHON_PREFIX}{type(net).__name__}"
     if not callable(net):
-        raise ConfigError(
-            f"ganforge.train: {kind}= got {type(net).__name__}; give an nn.Module or a "
-            "function or class that builds one"
+        raise ArgumentError(
+            f"{kind}={type(net).__name__}: give an nn.Module, or a function or class that "
+            "builds one"
         )
     return path_of(net) or f"{PYTHON_PREFIX}{getattr(net, '__qualname__', repr(net))}"
 
@@ -165,6 +172,7 @@ def _resolve_path(cfg: Config, verbose: bool) -> Config:
     points file for a 2-D recipe: the data config it means, said once (``resolve_path``)."""
     dc, note = resolve_path(cfg.data, cfg.model.num_classes)
     if note is None:
+        generated.refuse_path(cfg.data)  # gaussian-2d etc. read no files
         return cfg
     if verbose and int(os.environ.get("RANK", "0")) == 0:
         print(f"ganforge: {note}")
@@ -221,6 +229,9 @@ def train(
     ``callbacks``: hooks, see ``ganforge.Callback``. ``**config``: config sections as
     mappings, e.g. ``train={"epochs": 2}``; ``overrides``: ``key=value`` strings as ``--set``.
     """
+    out = None if out is None else arguments.path(out, "out=")
+    callbacks = _checked(callbacks, verbose)
+    arguments.flag(overwrite, "overwrite=")
     data, config = _data_section(data, config)
     cfg = make_config(recipe, overrides or (), config)
     cfg, tensors = _with_data(cfg, data)
@@ -233,9 +244,12 @@ def train(
         moved = set_aside(run_dir)
         print(f"ganforge: moved the run in {run_dir} to {moved} (resumable there)")
     elif (run_dir / "config.yaml").exists():
+        again = option(f"--resume {run_dir}", f"ganforge.resume({str(run_dir)!r})")
+        other = option("choose another --out", "choose another out=")
+        aside = option("add --overwrite", "pass overwrite=True")
         raise GanforgeError(
-            f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
-            "choose another --out, or add --overwrite to move that run aside"
+            f"{option('--out', 'out=')} {run_dir} already holds a run; continue it with "
+            f"{again}, {other}, or {aside} to move that run aside"
         )
     return _run(cfg, run_dir, False, tensors, generator, discriminator, callbacks, verbose)
 
@@ -257,9 +271,11 @@ def resume(
     A run trained on Python data or nets needs them again here (``data=``, ``generator=``).
     ``trust_code``: import the code the run's config names by import path (refused by
     default, unless given again here; ``GANFORGE_TRUST_CODE=1`` when None), see ``load``."""
-    run_dir = Path(run)
+    run_dir = Path(arguments.path(run, "run="))
+    callbacks = _checked(callbacks, verbose)
     if not run_dir.is_dir():
-        raise GanforgeError(f"--resume {run_dir}: no such run directory")
+        where = option(f"--resume {run_dir}", f"run={str(run_dir)!r}")
+        raise GanforgeError(f"{where}: no such run directory")
     data, config = _data_section(data, config)
     overrides = list(overrides or ())
     given = leaf_keys(apply_overrides({}, overrides)) | leaf_keys(config)
@@ -276,6 +292,16 @@ def resume(
 def _given_nets(generator: NetLike, discriminator: NetLike) -> set[str]:
     """The config keys that nets given from Python set (they replace the run's names)."""
     return {k for k, net in (("model.g", generator), ("model.d", discriminator)) if net is not None}
+
+
+def _checked(callbacks: Any, verbose: Any) -> list[Any]:
+    """``callbacks`` as a list of hooks (each checked) and ``verbose`` a bool, or one line."""
+    from .engine.callbacks import check_callbacks
+
+    arguments.flag(verbose, "verbose=")
+    hooks = arguments.sequence(callbacks, "callbacks=")
+    check_callbacks(hooks)
+    return hooks
 
 
 def _run(
@@ -348,11 +374,14 @@ def load(
     ``discriminator``: the run's custom nets when it was trained with Python objects.
     ``trust_code``: a run directory is data, so a config that names code by import path
     (``model.g: mypkg.nets:build``) is refused unless True (None: ``GANFORGE_TRUST_CODE``)."""
-    run_dir = Path(run)
+    run_dir = Path(arguments.path(run, "run="))
+    arguments.choice(checkpoint, "checkpoint=", ("best", "last", "previous"))
+    arguments.flag(fallback, "fallback=")
+    for net, kind in ((generator, "generator"), (discriminator, "discriminator")):
+        _net_name(net, kind)  # a module, a builder or None
+    resolve_device(device)  # checked before any file is read
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    if checkpoint not in ("best", "last", "previous"):
-        raise GanforgeError(f"checkpoint={checkpoint!r}: choose best, last or previous")
     cfg = read_config(
         run_dir / "config.yaml", trust_code=trust_code, given=_given_nets(generator, discriminator)
     )
@@ -445,19 +474,9 @@ class Run:
         k = self.config.model.num_classes
         if k is None:
             if labels is not None:
-                raise GanforgeError(f"labels=: {self.dir} is not class-conditional; drop labels")
+                raise ArgumentError(f"labels=: {self.dir} is not class-conditional; drop labels")
             return None
-        if labels is None:
-            return torch.arange(n) % k  # every class in turn
-        if isinstance(labels, int):
-            labels = torch.full((n,), labels, dtype=torch.long)
-        y = torch.as_tensor(labels, dtype=torch.long).flatten()
-        if len(y) != n or int(y.min()) < 0 or int(y.max()) >= k:
-            raise GanforgeError(
-                f"labels=: give one class in 0-{k - 1} or {n} of them; got {tuple(y.shape)} "
-                f"in [{int(y.min())}, {int(y.max())}]"
-            )
-        return y
+        return arguments.labels(labels, n, k)
 
     @torch.no_grad()
     def sample(self, n: int = 64, seed: int | None = None, labels: Any = None) -> torch.Tensor:
@@ -465,18 +484,17 @@ class Run:
         are). ``seed``: the same samples as ``ganforge sample --seed``; None draws fresh
         noise. ``labels``: a class (int) or n classes for a conditional run (default: every
         class in turn)."""
-        if n <= 0:
-            raise GanforgeError(f"n={n}: the number of samples must be positive")
-        mc = self.config.model
+        mc, shape = self.config.model, data_shape(self.config.data)
+        n = arguments.count(n, "n=", mc.z_dim + arguments.floats_of(shape))
         gen = torch.Generator()
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(mix_seed(seed))
-        z = nets.sample_noise(n, mc.z_dim, mc.z_dist, gen, "cpu").to(self.device)
+            gen.manual_seed(mix_seed(arguments.seed(seed)))
+        z = nets.sample_noise(n, mc.z_dim, mc.z_dist, gen, "cpu")  # at once: the same z for all n
         y = self._labels(n, labels)
-        out = nets.generate(self.generator, z, None if y is None else y.to(self.device))
-        return out.float().cpu()
+        batch = SAMPLE_BATCH[len(shape) == 1]  # G runs on batches of this many
+        return nets.generate_batched(self.generator, z, y, batch, self.device)
 
     def grid(self, n: int = 64, seed: int | None = None, labels: Any = None) -> Any:
         """A PIL image of ``n`` samples (a grid of images, or a scatter of 2-D points over
@@ -485,8 +503,10 @@ class Run:
 
         from PIL import Image
 
-        from .visual import render
+        from .visual import MAX_IMAGES, MAX_POINTS, render
 
+        points = len(data_shape(self.config.data)) == 1
+        arguments.integer(n, "n=", 1, MAX_POINTS if points else MAX_IMAGES)
         x = self.sample(n, seed, labels)
         cols = math.ceil(math.sqrt(n))
         with tempfile.TemporaryDirectory() as tmp:
@@ -510,6 +530,8 @@ class Run:
         name -> value; the protocol is in ``.last_eval["protocol"]``."""
         from .metrics.evaluate import Evaluation, evaluate_generator
 
+        if metrics is not None and not isinstance(metrics, str):
+            metrics = arguments.strings(metrics, "metrics=")
         names = metrics if metrics is None or isinstance(metrics, str) else tuple(metrics)
         if isinstance(names, str):
             names = ",".join(s.strip() for s in names.split(","))

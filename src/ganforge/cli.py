@@ -285,13 +285,19 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     i = argv.index("train")
     rest, drop = [], False
-    for a in argv[i + 1 :]:  # the same arguments without --nproc N / --nproc=N
+    for a in argv[i + 1 :]:  # the same arguments without --nproc N / --nproc=N, --overwrite
         if drop:
             drop = False
         elif a == "--nproc":
             drop = True
-        elif not a.startswith("--nproc="):
+        elif not a.startswith("--nproc=") and not (a == "--overwrite" and not args.resume):
             rest.append(a)
+    if args.overwrite and args.out and not args.resume:  # here, before the processes start
+        from .runfiles import holds_run, set_aside
+
+        if holds_run(Path(args.out)):
+            moved = set_aside(Path(args.out))
+            print(f"ganforge: moved the run in {args.out} to {moved} (resumable there)")
     if not args.resume and not args.out:
         from .api import make_config, new_run_dir
 
@@ -359,12 +365,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Grid (or scatter, for 2-D data) of ``n`` samples from a run's saved generator; of one
     class (``--class``) or of every class in turn for a class-conditional run."""
     from . import api
+    from .arguments import seed as check_seed
     from .data import data_shape
     from .runfiles import check_output
     from .visual import check_format, render
 
     if args.n <= 0:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
+    check_seed(args.seed, "--seed ")
     from .config import read_config
 
     run_dir = Path(args.run_dir)
@@ -373,8 +381,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = read_config(run_dir / "config.yaml")
     y, cols = sample_labels(args.n, cfg.model.num_classes, args.class_, str(run_dir))
     if args.format == "dir":  # one PNG per sample (export.py)
+        from .arguments import count
         from .export import sample_dir
         from .seeding import resolve_device
+
+        count(args.n, "-n ", cfg.model.z_dim)  # the noise of all n is drawn at once
 
         out = Path(args.output or "samples")
         device = resolve_device(args.device)
@@ -449,10 +460,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Write RUN_DIR/metrics.json: the metrics of the best (or last) generator, with protocol."""
+    from .arguments import seed as check_seed
     from .metrics.evaluate import evaluate_run
 
     if args.n is not None and args.n < 10:
         raise GanforgeError(f"--n {args.n}: use at least 10 samples")
+    check_seed(args.seed, "--seed ")
     out, result = evaluate_run(
         Path(args.run_dir),
         checkpoint=args.checkpoint,
@@ -499,8 +512,10 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .errors import COMMAND_LINE
     from .trust import trust_code_here
 
+    said = COMMAND_LINE.set(True)  # messages name this command's flags, not Python keywords
     try:
         with trust_code_here(getattr(args, "trust_code", False)):
             return args.func(args)
@@ -514,6 +529,8 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130
+    finally:
+        COMMAND_LINE.reset(said)
 
 
 if __name__ == "__main__":

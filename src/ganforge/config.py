@@ -516,6 +516,9 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> Config:
     """Resolve a recipe (or a saved config mapping ``base``) plus overrides into a Config."""
+    from .arguments import strings
+
+    overrides = strings(overrides, "overrides=")  # one string would be read letter by letter
     raw = base if base is not None else recipe_dict(recipe or DEFAULT_RECIPE)
     raw = apply_overrides(_deep_copy(raw), overrides)
     cfg = build(Config, raw)

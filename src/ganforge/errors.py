@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import signal
 from pathlib import Path
 
@@ -12,6 +13,14 @@ class GanforgeError(Exception):
 
 class ConfigError(GanforgeError):
     """A config key, value or override is wrong."""
+
+
+class ArgumentError(ConfigError, ValueError, TypeError):
+    """An argument of a public function or a command is of the wrong type or out of range.
+
+    Also a ``ValueError`` and a ``TypeError``, so that code written for Python's own
+    conventions (``except ValueError``) still catches it.
+    """
 
 
 class DataError(GanforgeError):
@@ -87,3 +96,13 @@ class Preempted(GanforgeError):
 class UntrustedCode(ConfigError):
     """A run's config names code to import (an import path) and the user has not said that
     they trust the run (--trust-code, trust_code=True, GANFORGE_TRUST_CODE=1)."""
+
+
+# Whether the command line is the caller: messages then name its flags (--overwrite), else
+# the Python keywords (overwrite=True). Set by ``ganforge.cli.main``.
+COMMAND_LINE = contextvars.ContextVar("ganforge_command_line", default=False)
+
+
+def option(flag: str, keyword: str) -> str:
+    """How a message names an option: ``flag`` to the command line, ``keyword`` in Python."""
+    return flag if COMMAND_LINE.get() else keyword

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import GanforgeError
+from .errors import GanforgeError, option
 
 
 class WriteError(OSError, GanforgeError):
@@ -310,7 +310,8 @@ def set_aside(run_dir: Path) -> Path:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would move it
         raise GanforgeError(
-            "--overwrite is for single-process runs; move the old run away first, then --nproc"
+            "--overwrite is for single-process runs; move the old run away first, or give "
+            "--overwrite to 'ganforge train --nproc N', which moves it before starting"
         )
     lock = run_dir / ".lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644) if run_dir.is_dir() else None
@@ -397,9 +398,11 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         mark = holds_run(run_dir) if first and not resume else None
         if mark is not None:
             raise GanforgeError(
-                f"--out {run_dir} already holds a run (or part of one: {mark}); continue it "
-                f"with --resume {run_dir}, choose another --out, or add --overwrite to move "
-                "that run aside"
+                f"{option('--out', 'out=')} {run_dir} already holds a run (or part of one: "
+                f"{mark}); continue it with "
+                f"{option(f'--resume {run_dir}', f'ganforge.resume({str(run_dir)!r})')}, "
+                f"choose another {option('--out', 'out=')}, or "
+                f"{option('add --overwrite', 'pass overwrite=True')} to move that run aside"
             )
     if resume:
         check_writable(

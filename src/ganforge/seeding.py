@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ArgumentError, ConfigError
 
 # Independent random streams derived from the one seed.
 STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_SAMPLE, STREAM_EVAL, STREAM_AUG = 0, 1, 2, 3, 4, 5
@@ -22,10 +22,15 @@ def mix_seed(*parts: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU is a one-line error."""
+    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU is a one-line error,
+    as is a name other than auto, cpu, cuda or cuda:N."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ArgumentError(f"device={name!r}: choose auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             "train.device: cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
         )

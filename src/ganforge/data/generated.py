@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import DataConfig
+from ..errors import ConfigError, option
 from . import TensorData, dataset
 
 DATA_SEED = 1234  # generated data sets are the same in every run
@@ -66,3 +67,18 @@ def ring_8(cfg: DataConfig) -> TensorData:
 def grid_25(cfg: DataConfig) -> TensorData:
     """25 Gaussians (std 0.05) at {-4, -2, 0, 2, 4}^2 (PacGAN's 2D-grid)."""
     return _mixture("grid-25", cfg)
+
+
+def refuse_path(cfg: DataConfig) -> None:
+    """A path given for a data set generated here (``--data``) would be ignored without a
+    word: refused in one line (a points file was already taken as ``points`` data)."""
+    from . import DATASETS
+
+    if cfg.path is None or cfg.shape is not None or cfg.name not in DATASETS:
+        return
+    if getattr(DATASETS.get(cfg.name, "data.name"), "__module__", None) == __name__:
+        raise ConfigError(
+            f"{option(f'--data {cfg.path}', f'data={cfg.path!r}')}: {cfg.name} is generated in "
+            "code and reads no files; drop it, or give a .npy or .csv file of (N, 2) points "
+            "to train on those"
+        )

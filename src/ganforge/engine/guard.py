@@ -16,6 +16,7 @@ from types import FrameType
 import torch
 
 from ..errors import Diverged, GanforgeError, Preempted
+from ..runfiles import holds_run
 
 
 class StopNow(BaseException):
@@ -38,9 +39,11 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / ".lock"
         self.fd: int | None = None
+        self.made = False
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.made = not self.path.exists()  # removed again when nothing of a run is left
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,6 +64,8 @@ class RunLock:
             if [p.name for p in run_dir.iterdir()] == [".lock"]:  # failed before any output
                 self.path.unlink()
                 run_dir.rmdir()
+            elif self.made and holds_run(run_dir) is None:  # a folder of other files: as it was
+                self.path.unlink()
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -66,6 +66,7 @@ from .ema import start_step as ema_start_step
 from .evaluation import TrainingEval
 from .guard import RunLock, StopSignals, check_losses
 from .optim import make_optimizer
+from .probe import FreshStart, check_batch, probe
 from .progress import Progress
 from .record import Recorder, truncate_log
 from .resume import check_length, complete_summary, reinitialise, resume_point
@@ -115,6 +116,7 @@ def build_models(
     if cfg.train.channels_last and len(shape) == 3:  # conv weights NHWC; others unchanged
         gen = gen.to(memory_format=torch.channels_last)
         dis = dis.to(memory_format=torch.channels_last)
+    probe(cfg, gen, dis, shape, device)  # one line for a net that cannot train (engine/probe.py)
     auto = cfg.train.augment and cfg.train.augment_p == "auto"
     return Models(
         gen,
@@ -266,10 +268,12 @@ def train(
                     )
             length = Length.of(cfg, len(data), batch)
             models = build_models(cfg, data.shape, device, g, d, sizes)
-            return _train(
-                cfg, run_dir, resume, verbose and dist.main, data, length, models, device, stop,
-                dist, callbacks, record,
-            )  # fmt: skip
+            check_batch(cfg, models.g, models.d, batch)
+            with FreshStart(run_dir, dist.main and not resume) as fresh:
+                return _train(
+                    cfg, run_dir, resume, verbose and dist.main, data, length, models, device,
+                    stop, dist, callbacks, record, fresh,
+                )  # fmt: skip
     except RuntimeError as exc:  # a collective failed: another process died or hung?
         lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
         if lost is None:
@@ -380,6 +384,7 @@ def _train(
     dist: Dist,
     callbacks: Sequence[Any],
     record: dict[str, Any],
+    fresh: FreshStart | None = None,
 ) -> dict[str, Any]:
     main = dist.main  # the one process that writes the run directory
     if dist.active and cfg.train.sync_bn:
@@ -392,6 +397,8 @@ def _train(
     )
     state.main, state.stop, state.distributed = main, stop, dist.active
     state.data_record = record
+    if fresh is not None:  # a new run failing before its first step tidies up (probe.py)
+        fresh.state = state
     counters = _resume(state, dist) if resume else {"step": 0}
     if resume and check_length(run_dir, counters["step"], length.total):  # raises past the end
         progress.close()

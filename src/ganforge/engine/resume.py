@@ -20,7 +20,7 @@ import yaml
 
 from ..checkpoint import CheckpointMismatch, Models, clean_leftovers, load_checkpoint, odd
 from ..config import Config, to_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, option
 from ..files import load_yaml
 
 TAGS = ("last", "previous")
@@ -135,8 +135,13 @@ def resume_point(
         changed = f" (changed: {', '.join(changes[:3])})" if changes else ""
         raise CheckpointMismatch(
             f"cannot resume: {mismatch}{changed}; nothing was changed; resume with the run's "
-            f"own settings, or start a fresh run with --out NEW (or --out {run_dir} "
-            "--overwrite to set this run aside first)"
+            "own settings, or start a fresh run with "
+            + option(
+                f"'ganforge train --out NEW' (or --out {run_dir} --overwrite to set this run "
+                "aside first)",
+                f"ganforge.train(out=NEW) (or out={str(run_dir)!r}, overwrite=True to set this "
+                "run aside first)",
+            )
         )
     say(f"warning: {run_dir} has no usable checkpoint; starting from step 0")
     return {"step": 0}

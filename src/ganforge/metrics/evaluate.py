@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from .. import nets
+from .. import arguments, nets
 from ..checkpoint import find_checkpoint, load_network, verify
 from ..config import Config, DataConfig, read_config
 from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
 from ..data.stream import StreamData
-from ..errors import GanforgeError
+from ..errors import GanforgeError, option
 from ..runfiles import atomic_write_text, check_output
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import features, inception, points, precision_recall
@@ -118,6 +118,10 @@ def real_folder(cfg: Config, folder: str | Path) -> TensorData:
     return load_data(dc)
 
 
+SPLITS = ("test", "train")  # the reference splits
+MIN_N = 10  # fewer samples say nothing (and some metrics need a covariance)
+
+
 class Evaluation:
     """Reference data and feature extractors of one run, ready to score generators."""
 
@@ -135,6 +139,11 @@ class Evaluation:
     ) -> None:
         """``real``: the reference data (default: ``reference`` split of the run's data);
         ``real_dir``: a folder of images as the reference (decoded after the checks)."""
+        seed = arguments.seed(seed, option("--seed ", "seed="))
+        reference = arguments.choice(reference, option("--reference ", "reference="), SPLITS)
+        if n is not None:  # n samples and as many real images are held at once
+            floats = cfg.model.z_dim + 2 * arguments.floats_of(data_shape(cfg.data))
+            n = arguments.count(n, option("--n ", "n="), floats, low=MIN_N)
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
         self.metrics = parse_metrics(metrics, cfg)
         self.kinds = {name: get_metric(name) for name in self.metrics}

@@ -262,6 +262,24 @@ def generate(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None) -> to
     return g(z) if y is None else g(z, y)
 
 
+def generate_batched(
+    g: nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch: int, device: torch.device
+) -> torch.Tensor:
+    """G(z) (or G(z, y)) as float32 on the CPU, run on ``device`` ``batch`` rows at a time,
+    so that n samples need memory for n outputs but G's activations for one batch only."""
+    out: torch.Tensor | None = None
+    for i in range(0, len(z), batch):
+        yb = None if y is None else y[i : i + batch].to(device)
+        part = generate(g, z[i : i + batch].to(device), yb).float().cpu()
+        if len(z) <= batch:
+            return part
+        if out is None:
+            out = torch.empty((len(z), *part.shape[1:]))
+        out[i : i + batch] = part
+    assert out is not None, "no samples asked for"
+    return out
+
+
 def judge(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """D's logits of x, or of (x, y) for a conditional discriminator."""
     return d(x) if y is None else d(x, y)
