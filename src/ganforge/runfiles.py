@@ -253,6 +253,31 @@ def set_aside(run_dir: Path) -> Path:
     return target
 
 
+def lock_held(run_dir: Path) -> bool | None:
+    """Whether a process trains ``run_dir`` now: it holds the exclusive flock on
+    ``RUN_DIR/.lock`` (None: no lock file, or it cannot be opened, so nobody can tell).
+
+    Asks the lock itself with a non-blocking shared flock, released at once: a pid in
+    status.json may have been reused by another process after the run was killed. Opens the
+    file read-only and never creates it, so listing runs changes nothing.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock taken just now
+    return False
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder tree; a symlink is unlinked, never followed."""
     if path.is_symlink() or path.is_file():
