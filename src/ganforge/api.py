@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from . import nets
-from .checkpoint import find_checkpoint, load_network, verify
+from .ckpt_read import read_checkpoint, read_run
 from .config import DEFAULT_RECIPE, Config, load_config, read_config, recipe_dict, to_dict
 from .data import TensorData, data_shape, resolve_path, select, to_uint8
 from .errors import ConfigError, GanforgeError
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
+from .runfiles import RunPin
 from .seeding import mix_seed, resolve_device
 
 RecipeLike: TypeAlias = str | os.PathLike | Config
@@ -317,21 +318,34 @@ def load(
 ) -> Run:
     """Reopen a finished or running run directory: the ``Run`` with the sampling G of
     ``checkpoint`` ("best", falling back to "last" unless ``fallback=False``; "last";
-    "previous"). ``generator`` /
-    ``discriminator``: the run's custom nets when it was trained with Python objects."""
+    "previous"). ``generator`` / ``discriminator``: the run's custom nets when it was
+    trained with Python objects. A checkpoint a training is rotating is read whole."""
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
     if checkpoint not in ("best", "last", "previous"):
         raise GanforgeError(f"checkpoint={checkpoint!r}: choose best, last or previous")
-    cfg = read_config(run_dir / "config.yaml")
+    with RunPin(run_dir) as pin:  # config and checkpoint of one run, even if it is replaced
+        return load_pinned(pin, checkpoint, generator, discriminator, device, fallback)
+
+
+def load_pinned(
+    pin: RunPin,
+    checkpoint: str = "best",
+    generator: NetLike = None,
+    discriminator: NetLike = None,
+    device: str = "auto",
+    fallback: bool = True,
+) -> Run:
+    """``load`` of the run folder ``pin`` holds open (wherever it has been moved)."""
     prefer = ("best", "last") if checkpoint == "best" and fallback else (checkpoint,)
-    ckpt = find_checkpoint(run_dir, prefer)
+    cfg, snap = read_run(pin, prefer)
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)
-    load_network(ckpt, "sampler", g, dev)
-    out = Run(run_dir, cfg, g, None, checkpoint=ckpt)
+    snap.load_into("sampler", g, dev)
+    out = Run(snap.path.parent.parent, cfg, g, None, checkpoint=snap.path)
     out._nets = (generator, discriminator)
+    out.sampled_with = snap.generator()
     return out
 
 
@@ -355,6 +369,7 @@ class Run:
         self.generator = generator.eval()
         self._discriminator = discriminator
         self.result: dict[str, Any] = {}  # the training summary when this Run was trained
+        self.sampled_with = "G"  # or "the EMA of G (N updates)": what ``generator`` is
         self._data: TensorData | None = None
         self._nets: tuple[NetLike, NetLike] = (None, None)
 
@@ -375,7 +390,7 @@ class Run:
             d = nets.build_discriminator(
                 self.config.model, data_shape(self.config.data), self._nets[1]
             ).to(self.device)
-            load_network(self.checkpoint, "d", d, self.device)
+            read_checkpoint(self.checkpoint).load_into("d", d, self.device)
             self._discriminator = d.eval()
         return self._discriminator
 
@@ -484,4 +499,4 @@ class Run:
 
     def counters(self) -> dict[str, Any]:
         """step, epoch and images of this Run's checkpoint."""
-        return verify(self.checkpoint) if self.checkpoint else {}
+        return read_checkpoint(self.checkpoint).state if self.checkpoint else {}
