@@ -83,6 +83,11 @@ class Snapshot:
         return f"the EMA of G ({n:,} updates)" if isinstance(n, int) else "the EMA of G"
 
 
+class CheckpointChanging(CheckpointError):
+    """A checkpoint folder that changed under every read (a training saving faster than it
+    could be read): a race, not damage."""
+
+
 class _Changed(Exception):
     """The folder or one of its files went away while it was read (a rotation)."""
 
@@ -159,8 +164,10 @@ def read_checkpoint(path: Path) -> Snapshot:
             time.sleep(PAUSE_S * attempt)
         try:
             dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:  # renamed away for a moment (between the two renames)
+        except FileNotFoundError:  # renamed away for a moment (between the two renames)?
             error = CheckpointError(f"{path}: no such checkpoint")
+            if attempt:  # still not there: the caller looks where it went
+                raise error from None
             continue
         except OSError as e:
             raise CheckpointError(f"{path}: cannot read it ({e.strerror})") from None
@@ -181,7 +188,7 @@ def read_checkpoint(path: Path) -> Snapshot:
             raise error
         seen = (str(error), ident)
     assert error is not None
-    raise CheckpointError(
+    raise CheckpointChanging(
         f"{error}; {path} kept changing while it was read (a training writes it every few "
         "moments?); try again"
     )
@@ -205,16 +212,23 @@ def open_checkpoint(run_dir: Path, prefer: tuple[str, ...] = ("best", "last")) -
     ckpt_dir = Path(run_dir) / "checkpoints"
     problems: list[str] = []
     for tag in prefer:
-        path = _pick(ckpt_dir, tag)
-        if path is None:
+        error = None
+        for _ in range(3):  # a folder renamed away while it was opened: look where it went
+            path = _pick(ckpt_dir, tag)
+            if path is None:
+                break
+            try:
+                return read_checkpoint(path)
+            except CheckpointError as e:
+                error = e
+                if path.exists():  # there, and it fails: damage (or it keeps changing)
+                    break
+        if error is None:
             continue
-        try:
-            return read_checkpoint(path)
-        except CheckpointError as e:
-            problems.append(str(e))
-            if tag == "last" and "kept changing" in str(e) and "previous" not in prefer:
-                with contextlib.suppress(CheckpointError):
-                    return read_checkpoint(ckpt_dir / "previous")
+        problems.append(str(error))
+        if tag == "last" and isinstance(error, CheckpointChanging) and "previous" not in prefer:
+            with contextlib.suppress(CheckpointError):
+                return read_checkpoint(ckpt_dir / "previous")
     if problems:
         raise CheckpointError("; ".join(problems))
     return read_checkpoint(find_checkpoint(run_dir, prefer))  # raises the 'none found' line
