@@ -389,7 +389,12 @@ class RunPin:
     def __init__(self, run_dir: Path | str, doing: str = "it was read") -> None:
         self.named = Path(run_dir)
         self.doing = doing  # for the refusal: "RUN was replaced while <doing>"
-        self.fd: int | None = os.open(self.named, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.fd: int | None = os.open(self.named, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise GanforgeError(
+                f"{self.named}: cannot open the run directory ({_reason(e)})"
+            ) from None
         self.ident = _identity(self.fd)
 
     def moved(self) -> bool:
