@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_a_killed_process_reads_as_interrupted(tmp_path):
     run.mkdir()
     (run / "config.yaml").write_text("recipe: gaussian-2d\n")
     write_status(run, "running", total_steps=100)
-    assert run_state(run) == "running"  # this very process: alive
+    assert run_state(run) == "running"  # this very process: alive (and no lock file)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     status = json.loads((run / "status.json").read_text())
@@ -89,6 +90,29 @@ def test_a_killed_process_reads_as_interrupted(tmp_path):
     assert run_state(run) == "interrupted"
     [info] = list_runs(tmp_path)
     assert (info.status, info.steps, info.total) == ("interrupted", 0, 100)
+
+
+def test_runs_asks_the_lock_not_the_pid(tmp_path, capsys):
+    """A killed run whose pid now names a live process (here: this test's own) reads as
+    interrupted when its lock is free; a run whose lock is held reads as running."""
+    from ganforge.engine.guard import RunLock
+
+    run = tmp_path / "reused"
+    run.mkdir()
+    (run / "config.yaml").write_text("recipe: gaussian-2d\n")
+    (run / ".lock").touch()  # left by the killed training, whose flock went with it
+    write_status(run, "running", total_steps=100)  # pid: this live process
+    assert json.loads((run / "status.json").read_text())["pid"] == os.getpid()
+    assert run_state(run) == "interrupted"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir())
+    with RunLock(run):
+        assert run_state(run) == "running"
+        assert main(["runs", str(tmp_path)]) == 0
+        assert "running" in capsys.readouterr().out
+    assert run_state(run) == "interrupted"
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "interrupted" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
 
 
 def test_cli_table(root, capsys, monkeypatch):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import arguments, nets
-from .checkpoint import find_checkpoint, load_network, verify
+from .ckpt_read import Snapshot, open_checkpoint, read_checkpoint, read_run
 from .config import (
     DEFAULT_RECIPE,
     Config,
@@ -37,6 +37,7 @@ from .data import TensorData, data_shape, generated, resolve_path, select, to_ui
 from .errors import ArgumentError, ConfigError, GanforgeError, option
 from .nets import NetSpec
 from .registry import PYTHON_PREFIX, path_of
+from .runfiles import RunPin
 from .seeding import mix_seed, resolve_device
 from .trust import leaf_keys
 
@@ -370,8 +371,8 @@ def load(
 ) -> Run:
     """Reopen a finished or running run directory: the ``Run`` with the sampling G of
     ``checkpoint`` ("best", falling back to "last" unless ``fallback=False``; "last";
-    "previous"). ``generator`` /
-    ``discriminator``: the run's custom nets when it was trained with Python objects.
+    "previous"). ``generator`` / ``discriminator``: the run's custom nets when it was
+    trained with Python objects. A checkpoint a training is rotating is read whole.
     ``trust_code``: a run directory is data, so a config that names code by import path
     (``model.g: mypkg.nets:build``) is refused unless True (None: ``GANFORGE_TRUST_CODE``)."""
     run_dir = Path(arguments.path(run, "run="))
@@ -382,11 +383,24 @@ def load(
     resolve_device(device)  # checked before any file is read
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    cfg = read_config(
-        run_dir / "config.yaml", trust_code=trust_code, given=_given_nets(generator, discriminator)
-    )
+    with RunPin(run_dir) as pin:  # config and checkpoint of one run, even if it is replaced
+        return load_pinned(pin, checkpoint, generator, discriminator, device, fallback, trust_code)
+
+
+def load_pinned(
+    pin: RunPin,
+    checkpoint: str = "best",
+    generator: NetLike = None,
+    discriminator: NetLike = None,
+    device: str = "auto",
+    fallback: bool = True,
+    trust_code: bool | None = None,
+) -> Run:
+    """``load`` of the run folder ``pin`` holds open (wherever it has been moved)."""
     prefer = ("best", "last") if checkpoint == "best" and fallback else (checkpoint,)
-    return _open(run_dir, cfg, prefer, generator, discriminator, device)
+    given = _given_nets(generator, discriminator)
+    cfg, snap = read_run(pin, prefer, trust_code=trust_code, given=given)
+    return _with_sampler(cfg, snap, generator, discriminator, device)
 
 
 def _open(
@@ -399,12 +413,19 @@ def _open(
 ) -> Run:
     """The ``Run`` of ``run_dir`` under ``cfg`` (already read and checked) with the sampling G
     of the first checkpoint of ``prefer``."""
-    ckpt = find_checkpoint(run_dir, prefer)
+    return _with_sampler(cfg, open_checkpoint(run_dir, prefer), generator, discriminator, device)
+
+
+def _with_sampler(
+    cfg: Config, snap: Snapshot, generator: NetLike, discriminator: NetLike, device: str
+) -> Run:
+    """The ``Run`` of checkpoint ``snap`` under ``cfg``, its sampling G built and loaded."""
     dev = resolve_device(device)
     g = nets.build_generator(cfg.model, data_shape(cfg.data), generator).to(dev)
-    load_network(ckpt, "sampler", g, dev)
-    out = Run(run_dir, cfg, g, None, checkpoint=ckpt)
+    snap.load_into("sampler", g, dev)
+    out = Run(snap.path.parent.parent, cfg, g, None, checkpoint=snap.path)
     out._nets = (generator, discriminator)
+    out.sampled_with = snap.generator()
     return out
 
 
@@ -428,6 +449,7 @@ class Run:
         self.generator = generator.eval()
         self._discriminator = discriminator
         self.result: dict[str, Any] = {}  # the training summary when this Run was trained
+        self.sampled_with = "G"  # or "the EMA of G (N updates)": what ``generator`` is
         self._data: TensorData | None = None
         self._nets: tuple[NetLike, NetLike] = (None, None)
 
@@ -448,7 +470,7 @@ class Run:
             d = nets.build_discriminator(
                 self.config.model, data_shape(self.config.data), self._nets[1]
             ).to(self.device)
-            load_network(self.checkpoint, "d", d, self.device)
+            read_checkpoint(self.checkpoint).load_into("d", d, self.device)
             self._discriminator = d.eval()
         return self._discriminator
 
@@ -550,4 +572,4 @@ class Run:
 
     def counters(self) -> dict[str, Any]:
         """step, epoch and images of this Run's checkpoint."""
-        return verify(self.checkpoint) if self.checkpoint else {}
+        return read_checkpoint(self.checkpoint).state if self.checkpoint else {}

@@ -374,6 +374,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise GanforgeError(f"-n {args.n}: the number of samples must be positive")
     check_seed(args.seed, "--seed ")
     from .config import read_config
+    from .runfiles import RunPin
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -394,17 +395,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.output or "samples.png")  # its format and folder are checked before work
     check_output(out, f"-o {out}", reads=[run_dir])
     check_format(out, len(data_shape(cfg.data)) == 1, args.n)
-    run = api.load(
-        run_dir, args.checkpoint or "best", device=args.device, fallback=not args.checkpoint
-    )
-    fake = run.sample(args.n, seed=args.seed, labels=y)
-    ckpt = run.checkpoint
-    assert ckpt is not None  # load() always finds one
-    render(fake, out, (math.ceil(args.n / cols), cols), run.config.data.range, title=str(ckpt))
+    with RunPin(run_dir, "it was sampled") as pin:  # -o inside the run: into the run sampled
+        run = api.load_pinned(
+            pin, args.checkpoint or "best", device=args.device, fallback=not args.checkpoint
+        )
+        fake = run.sample(args.n, seed=args.seed, labels=y)
+        ckpt = run.checkpoint
+        assert ckpt is not None  # load() always finds one
+        out = pin.place(out)
+        render(fake, out, (math.ceil(args.n / cols), cols), run.config.data.range, title=str(ckpt))
     of = f" of class {args.class_}" if args.class_ is not None else ""
-    from .checkpoint import checkpoint_generator
-
-    print(f"wrote {args.n} samples{of} from {checkpoint_generator(ckpt)} of {ckpt} to {out}")
+    print(f"wrote {args.n} samples{of} from {run.sampled_with} of {ckpt} to {out}")
     return 0
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from . import nets
-from .checkpoint import find_checkpoint, load_network
-from .config import Config, read_config
+from .ckpt_read import read_run
+from .config import Config
 from .data import data_shape
 from .errors import GanforgeError
-from .runfiles import atomic_write, atomic_write_bytes, atomic_write_text, check_output
+from .runfiles import RunPin, atomic_write, atomic_write_bytes, atomic_write_text, check_output
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_OPSET = 17
@@ -46,20 +46,26 @@ class Sampler:
 
 
 def load_sampler(
-    run_dir: Path, checkpoint: str | None = None, device: torch.device | str = "cpu"
+    run_dir: Path | RunPin, checkpoint: str | None = None, device: torch.device | str = "cpu"
 ) -> Sampler:
     """The G that ``sample``, ``evaluate`` and ``export`` use: of checkpoint ``best`` if
-    present, else ``last`` (or the one asked for); its EMA when the run keeps one."""
+    present, else ``last`` (or the one asked for); its EMA when the run keeps one. Given a
+    ``RunPin``, config and checkpoint come from the folder it holds open."""
+    if isinstance(run_dir, RunPin):
+        return _load_sampler(run_dir, checkpoint, device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
-    cfg = read_config(run_dir / "config.yaml")
-    prefer = (checkpoint,) if checkpoint else ("best", "last")
-    ckpt = find_checkpoint(run_dir, prefer)
+    with RunPin(run_dir) as pin:
+        return _load_sampler(pin, checkpoint, device)
+
+
+def _load_sampler(pin: RunPin, checkpoint: str | None, device: torch.device | str) -> Sampler:
+    cfg, snap = read_run(pin, (checkpoint,) if checkpoint else ("best", "last"))
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(device)
-    load_network(ckpt, "sampler", g, device)
+    snap.load_into("sampler", g, device)
     g.eval()
-    return Sampler(g, cfg, ckpt, (ckpt / "g_ema.safetensors").is_file())
+    return Sampler(g, cfg, snap.path, snap.has_ema)
 
 
 def example_inputs(s: Sampler, n: int = 2) -> tuple[torch.Tensor, ...]:
@@ -113,13 +119,18 @@ def export_run(
     writers abort the process on a full disk, a Python write fails with one line."""
     if fmt not in FORMATS:
         raise GanforgeError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    out = Path(out) if out else Path(run_dir) / f"generator{FORMATS[fmt]}"
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GanforgeError(f"{run_dir}: no such run directory")
+    out = Path(out) if out else run_dir / f"generator{FORMATS[fmt]}"
     check_output(out, f"-o {out}", reads=[run_dir])  # before any work
-    s = load_sampler(Path(run_dir), checkpoint)
-    inputs = example_inputs(s)
-    data = _onnx_bytes(s, inputs) if fmt == "onnx" else _torchscript_bytes(s, inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, data)
+    with RunPin(run_dir, "it was exported") as pin:
+        s = load_sampler(pin, checkpoint)
+        inputs = example_inputs(s)
+        data = _onnx_bytes(s, inputs) if fmt == "onnx" else _torchscript_bytes(s, inputs)
+        out = pin.place(out)  # into the run exported, even if it was moved aside meanwhile
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, data)
     return out, s
 
 
@@ -172,7 +183,7 @@ def write_sample_dir(
     ``000000.png``, ... (with ``_class<k>`` for a conditional run). Each file is written
     through ``atomic_write``, so a reader never sees half a PNG and a full disk gives one line;
     files of an earlier ``sample --format dir`` into the same folder that this one does not
-    rewrite are removed."""
+    rewrite are removed, and so are the temporary files of a killed one."""
     from PIL import Image
 
     if len(data_shape(s.cfg.data)) != 3:
@@ -200,6 +211,8 @@ def write_sample_dir(
     for old in out.glob("[0-9][0-9][0-9][0-9][0-9][0-9]*.png"):
         if old.name not in keep:
             old.unlink()
+    for tmp in out.glob(".[0-9][0-9][0-9][0-9][0-9][0-9]*.png.[0-9]*.tmp"):  # of a killed sample
+        tmp.unlink()
     return written
 
 
@@ -217,8 +230,10 @@ def sample_dir(
     from .seeding import mix_seed
 
     _check_dir(out, run_dir)  # before any work
-    s = load_sampler(run_dir, checkpoint, device)
-    gen = torch.Generator().manual_seed(mix_seed(seed))
-    z = nets.sample_noise(n, s.cfg.model.z_dim, s.cfg.model.z_dist, gen, "cpu")
-    written = write_sample_dir(s, z, y, out)
+    with RunPin(run_dir, "it was sampled") as pin:
+        s = load_sampler(pin, checkpoint, device)
+        gen = torch.Generator().manual_seed(mix_seed(seed))
+        z = nets.sample_noise(n, s.cfg.model.z_dim, s.cfg.model.z_dist, gen, "cpu")
+        out = pin.place(out)  # -o inside the run: into the run sampled, wherever it is now
+        written = write_sample_dir(s, z, y, out)
     return f"wrote {len(written)} PNG files to {out}/ from {s.which} of {s.checkpoint}"

@@ -97,18 +97,42 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         f.write(data)
 
 
+def _cut_partial_line(fd: int) -> None:
+    """Cut a last line without its newline (a process killed inside a write, or a full disk
+    that hit another writer) off the file, so the next line starts clean and no earlier one
+    is joined to it. Whole lines are never touched."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        i = os.pread(fd, end - start, start).rfind(b"\n")
+        if i >= 0:
+            os.ftruncate(fd, start + i + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
 class AppendLog:
     """``log.jsonl`` opened for appending whole lines only.
 
     ``write`` appends one complete text (lines ending in a newline) with a single
     ``os.write`` on an ``O_APPEND`` descriptor; if the disk is full the part that reached the
     file is cut back off, so the earlier lines stay as they were and the next append starts on
-    a clean line. Has ``write``, ``flush`` and ``close`` like the text file it replaces.
+    a clean line. Opening it cuts off a partial last line left by a process killed mid-write.
+    Has ``write``, ``flush`` and ``close`` like the text file it replaces.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _cut_partial_line(self.fd)
+        except OSError:
+            os.close(self.fd)
+            raise
 
     def write(self, text: str) -> int:
         if self.fd is None:
@@ -342,6 +366,31 @@ def set_aside(run_dir: Path) -> Path:
     return target
 
 
+def lock_held(run_dir: Path) -> bool | None:
+    """Whether a process trains ``run_dir`` now: it holds the exclusive flock on
+    ``RUN_DIR/.lock`` (None: no lock file, or it cannot be opened, so nobody can tell).
+
+    Asks the lock itself with a non-blocking shared flock, released at once: a pid in
+    status.json may have been reused by another process after the run was killed. Opens the
+    file read-only and never creates it, so listing runs changes nothing.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock taken just now
+    return False
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder tree; a symlink is unlinked, never followed."""
     if path.is_symlink() or path.is_file():
@@ -412,3 +461,87 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         )
     else:
         check_writable(run_dir, f"--out {run_dir}", "choose another --out")
+
+
+# ---------------------------------------------------------------- the run a command works on
+
+
+class RunPin:
+    """A run directory held open by a command that reads it and later writes results into
+    it (``evaluate``, ``report``, ``sample -o`` or ``export`` inside the run).
+
+    ``train --out RUN --overwrite`` may move the run aside (``RUN.replaced-<time>``) and
+    start a new one at its path meanwhile. The open folder keeps its identity (device and
+    inode) wherever it moves, so ``where`` finds the folder the results were computed from,
+    and ``place`` maps an output path inside the run there: results never land in the new
+    run. Where the folder cannot be found (it was removed, or no ``/proc``), the write is
+    refused in one line and nothing is written.
+    """
+
+    def __init__(self, run_dir: Path | str, doing: str = "it was read") -> None:
+        self.named = Path(run_dir)
+        self.doing = doing  # for the refusal: "RUN was replaced while <doing>"
+        try:
+            self.fd: int | None = os.open(self.named, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise GanforgeError(
+                f"{self.named}: cannot open the run directory ({_reason(e)})"
+            ) from None
+        self.ident = _identity(self.fd)
+
+    def moved(self) -> bool:
+        """Whether the run's path no longer names the folder opened."""
+        try:
+            st = os.stat(self.named)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident
+
+    def where(self) -> Path:
+        """The run's folder now: its path as named, or where it was moved to (beside it)."""
+        if not self.moved():
+            return self.named
+        now = None
+        with contextlib.suppress(OSError, TypeError):
+            now = Path(os.readlink(f"/proc/self/fd/{self.fd}"))
+        if now is None or not now.is_dir() or _identity_of(now) != self.ident:
+            raise GanforgeError(
+                f"{self.named} was replaced while {self.doing} (train --overwrite moved the run "
+                "away) and cannot be found; nothing written; run the command again"
+            )
+        if now.parent == Path(os.path.abspath(self.named)).parent:
+            return self.named.with_name(now.name)  # said as the user named it: runs/a.replaced-…
+        return now
+
+    def place(self, path: Path | str) -> Path:
+        """``path`` if it lies outside the run; else the same file in the folder opened."""
+        path = Path(path)
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.named))
+        except ValueError:
+            return path
+        return self.where() / rel
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunPin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _identity_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 
 from .. import arguments, nets
-from ..checkpoint import find_checkpoint, load_network, verify
+from ..ckpt_read import read_run
 from ..config import Config, DataConfig, read_config
 from ..data import IMAGE_FOLDER, TensorData, data_shape, labelled, load_data, to_uint8
 from ..data.stream import StreamData
 from ..errors import GanforgeError, option
-from ..runfiles import atomic_write_text, check_output
+from ..runfiles import RunPin, atomic_write_text, check_output
 from ..seeding import STREAM_EVAL, mix_seed, resolve_device
 from . import features, inception, points, precision_recall
 from .metric import METRICS, get_metric
@@ -289,15 +289,26 @@ def evaluate_run(
     ``kwargs``: those of ``Evaluation`` (``real_dir``: a folder of images to compare with)."""
     if not run_dir.is_dir():
         raise GanforgeError(f"{run_dir}: no such run directory")
+    with RunPin(run_dir, "it was evaluated") as pin:
+        return _evaluate_pinned(pin, checkpoint, device, **kwargs)
+
+
+def _evaluate_pinned(
+    pin: RunPin, checkpoint: str | None, device: str, **kwargs: Any
+) -> tuple[Path, dict[str, Any]]:
+    """``evaluate_run`` of the folder ``pin`` holds open: the results go into the run they
+    were computed from, even when ``train --overwrite`` moved it aside meanwhile."""
+    run_dir = pin.named
     cfg = read_config(run_dir / "config.yaml")
     out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all
     check_output(out, f"evaluate {run_dir}", reads=[run_dir], own=out.name)  # before any work
     dev = resolve_device(device)
-    ckpt = find_checkpoint(run_dir, (checkpoint,) if checkpoint else ("best", "last"))
+    cfg, snap = read_run(pin, (checkpoint,) if checkpoint else ("best", "last"))
+    ckpt, counters, ema = snap.path, snap.state, snap.has_ema
     evaluation = Evaluation(cfg, device=dev, **kwargs)  # fails early on a bad metric set
     g = nets.build_generator(cfg.model, data_shape(cfg.data)).to(dev)
-    load_network(ckpt, "sampler", g, dev)
-    counters = verify(ckpt)
+    snap.load_into("sampler", g, dev)
+    del snap  # the checkpoint's bytes
     result = evaluate_generator(g, cfg, evaluation)
     result["protocol"]["checkpoint"] = {
         "tag": ckpt.name,
@@ -305,12 +316,13 @@ def evaluate_run(
         "epoch": counters.get("epoch"),
         "images": counters.get("images"),
     }
-    # which network was scored: the EMA of G when the run keeps one (load_weights "sampler")
-    ema = (ckpt / "g_ema.safetensors").is_file()
+    # which network was scored: the EMA of G when the run keeps one (the "sampler")
     result["protocol"]["generator"] = "the EMA of G" if ema else "G"
-    result = {"run_dir": str(run_dir), "recipe": cfg.recipe, "data": cfg.data.name, **result}
     from . import history
 
+    run_dir = pin.where()  # where the run evaluated is now (moved aside: there)
+    result = {"run_dir": str(run_dir), "recipe": cfg.recipe, "data": cfg.data.name, **result}
+    out = run_dir / "metrics.json"  # the latest evaluation; metrics.jsonl keeps them all
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     history.append(run_dir, result)
     return out, result

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import load_json
+from ..runfiles import AppendLog
 
 HISTORY = "metrics.jsonl"
 
@@ -65,16 +66,14 @@ def record_of(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def append(run_dir: Path, result: dict[str, Any]) -> Path:
-    """Append one record to ``RUN_DIR/metrics.jsonl`` in a single write (O_APPEND): a
-    reader sees whole lines; a crash leaves at worst one cut last line, which readers skip."""
+    """Append one record to ``RUN_DIR/metrics.jsonl`` in a single write (``AppendLog``): a
+    reader sees whole lines; a crash leaves at worst one cut last line, which readers skip
+    and the next append cuts off first, so it never swallows the next record."""
     path = Path(run_dir) / HISTORY
-    line = (json.dumps(record_of(result)) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with AppendLog(path) as log:
+        log.write(json.dumps(record_of(result)) + "\n")
+        assert log.fd is not None
+        os.fsync(log.fd)
     return path
 
 

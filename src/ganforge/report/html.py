@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import GanforgeError
 from ..files import load_json, load_yaml
-from ..runfiles import atomic_write_text, check_output
+from ..runfiles import RunPin, atomic_write_text, check_output
 from ..trust import check_run_dir
 from . import plots
 from .anim import png_bytes, sample_frames, spread, write_animation
@@ -245,11 +245,13 @@ def _history_section(run_dir: Path) -> str:
     return "<h3>ganforge evaluate history</h3>" + _table(rows, head) + note
 
 
-def _samples_section(run_dir: Path, out_dir: Path, live: bool = False) -> str:
+def _samples_section(
+    run_dir: Path, out_dir: Path, live: bool = False, place: Callable[[Path], Path] = Path
+) -> str:
     frames = sample_frames(run_dir)
     if not frames:
         return '<p class="note">no sample grids in samples/</p>'
-    anim = None if live else write_animation(frames, out_dir / ANIMATION)
+    anim = None if live else write_animation(frames, place(out_dir / ANIMATION))
     shown = spread(frames, MAX_FRAMES)
     imgs = []
     for i, fr in enumerate(shown):
@@ -283,8 +285,11 @@ def _interpolation_section(run_dir: Path) -> str:
     )
 
 
-def build_page(run_dir: Path, out_dir: Path, live: bool = False) -> str:
-    """The report's HTML text; writes the sample animation into ``out_dir`` on the way.
+def build_page(
+    run_dir: Path, out_dir: Path, live: bool = False, place: Callable[[Path], Path] = Path
+) -> str:
+    """The report's HTML text; writes the sample animation into ``out_dir`` on the way
+    (``place``: where a path given as inside the run lies at the moment it is written).
     ``live``: the cheap page refreshed during training (``refresh_report``): no animation,
     no interpolation, and the browser reloads it every 30 s."""
     cfg_text = _read(run_dir / "config.yaml") or ""
@@ -323,7 +328,7 @@ def build_page(run_dir: Path, out_dir: Path, live: bool = False) -> str:
         sec += ["<h2>Quality metrics</h2>", _metrics_section(run_dir, log.evals)]
     sec += [
         "<h2>Samples through training</h2>",
-        _samples_section(run_dir, out_dir, live),
+        _samples_section(run_dir, out_dir, live, place),
         "<h2>Final samples</h2>",
     ]
     final = run_dir / "final.png"
@@ -369,8 +374,14 @@ def write_report(run_dir: Path, out: Path | None = None, live: bool = False) -> 
     check_run_dir(run_dir)  # a config that names code to import: refused before any work
     out = Path(out) if out else run_dir / REPORT
     check_output(out, f"report {run_dir}", reads=[run_dir], own=REPORT)  # before any work
-    page = build_page(run_dir, out.parent, live)
-    atomic_write_text(out, page)  # a full disk keeps the previous report
+    with RunPin(run_dir, "its report was written") as pin:
+        root = run_dir
+        page = build_page(root, out.parent, live, pin.place)
+        if pin.where() != root:  # moved aside (train --overwrite) while read: read it again
+            root = pin.where()
+            page = build_page(root, pin.place(out).parent, live, pin.place)
+        out = pin.place(out)  # into the run the page shows, wherever it is now
+        atomic_write_text(out, page)  # a full disk keeps the previous report
     return out
 
 

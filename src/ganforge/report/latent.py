@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .. import nets
-from ..checkpoint import find_checkpoint, load_network
+from ..ckpt_read import open_checkpoint
 from ..config import read_config
 from ..data import data_shape, to_uint8
 from ..seeding import mix_seed
@@ -52,7 +52,7 @@ def interpolation(run_dir: Path, rows: int = 6, steps: int = 10, seed: int = 0) 
     cfg = read_config(run_dir / "config.yaml")
     shape = data_shape(cfg.data)
     g = nets.build_generator(cfg.model, shape)
-    load_network(find_checkpoint(run_dir, ("last", "best")), "sampler", g, "cpu")
+    open_checkpoint(run_dir, ("last", "best")).load_into("sampler", g, "cpu")
     g.eval()
     gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, STREAM_INTERP, seed))
     ends = nets.sample_noise(2 * rows, cfg.model.z_dim, cfg.model.z_dist, gen, "cpu")

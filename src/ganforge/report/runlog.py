@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import finite_number, load_json
-from ..runfiles import atomic_write_text
+from ..runfiles import atomic_write_text, lock_held
 
 STATUS_FILE = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "unknown")
@@ -223,12 +223,17 @@ def pid_alive(pid: int) -> bool:
 def run_state(run_dir: Path) -> str:
     """finished / failed / interrupted / running, or unknown.
 
-    A "running" run whose process is gone (on this host) was killed: "interrupted". A run
+    A "running" run is running while a process holds its lock (``RUN_DIR/.lock``); one whose
+    lock is free was killed: "interrupted", even when its pid now names another process.
+    Without a lock file, a run whose process is gone (on this host) reads as killed. A run
     without a status file (older ganforge) counts as finished when its final grid exists.
     """
     st = read_status(run_dir)
     state = st.get("status")
     if state == "running":
+        held = lock_held(Path(run_dir))
+        if held is not None:
+            return "running" if held else "interrupted"
         same_host = st.get("host") == socket.gethostname()
         pid = st.get("pid")
         if same_host and isinstance(pid, int) and not pid_alive(pid):
