@@ -214,3 +214,40 @@ def _rehash(path):
     man = json.loads((path / "manifest.json").read_text())
     man["files"] = {n: ckpt.sha256_file(path / n) for n in man["files"]}
     (path / "manifest.json").write_text(json.dumps(man))
+
+
+def test_tf32_sets_the_cuda_switches_only_for_cuda(tiny_images):
+    cfg = load_config("vanilla-fmnist", ["train.tf32=true"])
+    switches = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = [s.allow_tf32 for s in switches]  # torch's defaults: matmul off, cuDNN on
+    try:
+        for s in switches:
+            s.allow_tf32 = False
+        precision.resolve(cfg, CPU)  # the CPU leaves them as they are
+        assert not any(s.allow_tf32 for s in switches)
+        precision.resolve(cfg, torch.device("cuda"))  # fp32: nothing else touches the GPU
+        assert all(s.allow_tf32 for s in switches)
+        precision.resolve(load_config("vanilla-fmnist"), torch.device("cuda"))
+        assert not any(s.allow_tf32 for s in switches)
+    finally:
+        for s, value in zip(switches, before, strict=True):
+            s.allow_tf32 = value
+
+
+def test_auto_under_a_process_group_takes_rank_0s_choice(monkeypatch):
+    """A CPU job agrees on rank 0's choice (a broadcast; here a group of one process)."""
+    import socket
+
+    import torch.distributed as tdist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _flags(monkeypatch, {"avx512_bf16"}, 2.1)
+    cfg = load_config("vanilla-fmnist", ["train.precision=auto"])
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        out, c = precision.resolve(cfg, CPU)
+    finally:
+        tdist.destroy_process_group()
+    assert (out.train.precision, c.chosen) == ("bf16", "bf16")

@@ -108,10 +108,25 @@ def resolve(cfg: Config, device: torch.device) -> tuple[Config, Choice]:
     """``cfg`` with ``train.precision`` resolved for ``device``, and the choice; also applies
     ``train.tf32`` (CUDA matmuls and convolutions; nothing on the CPU)."""
     c = choose(cfg.train.precision, device)
+    if cfg.train.precision == "auto" and device.type == "cpu" and _joined():
+        c = _agree(c)  # a timed probe may differ between processes: rank 0's choice holds
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
         torch.backends.cudnn.allow_tf32 = cfg.train.tf32
     return replace(cfg, train=replace(cfg.train, precision=c.chosen)), c
+
+
+def _joined() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _agree(c: Choice) -> Choice:
+    """Rank 0's choice on every process of a CPU (gloo) job."""
+    names = ("fp32", "bf16")
+    flag = torch.tensor([names.index(c.chosen)])
+    torch.distributed.broadcast(flag, src=0)
+    chosen = names[int(flag)]
+    return c if chosen == c.chosen else Choice(c.asked, chosen, f"rank 0's choice; here {c.why}")
 
 
 def tf32_note(cfg: Config, device: torch.device) -> str | None:
