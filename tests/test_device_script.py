@@ -13,22 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 # ganforge's dependencies that a machine with only torch, torchvision, numpy, pillow, pyyaml,
 # safetensors, tqdm, rich and scipy lacks: importing any of them fails in the child
 MISSING = ("matplotlib", "tensorboard", "torch_fidelity", "ipywidgets", "onnx", "onnxruntime")
-BLOCK = f"""
-import runpy, sys
+# sitecustomize runs at the start of every Python process with it on sys.path: the script
+# and the DDP process it spawns
+BLOCK = f"""import sys
 for name in {MISSING!r}:
     sys.modules[name] = None  # `import name` raises ModuleNotFoundError; find_spec: None
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 def test_quick_mode_prints_every_part_without_optional_packages(tmp_path):
     idx = write_idx(tmp_path / "idx", n_train=64, n_test=16)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK)
+    path = os.pathsep.join([str(tmp_path / "site"), str(ROOT / "src")])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     env["GANFORGE_CACHE"] = str(tmp_path / "cache")
     p = subprocess.run(
-        [sys.executable, "-c", BLOCK, str(ROOT / "benchmarks" / "device.py"), "--quick"]
-        + ["--fmnist", str(idx)],
+        [sys.executable, str(ROOT / "benchmarks" / "device.py"), "--quick", "--fmnist", str(idx)],
         capture_output=True,
         text=True,
         env=env,
