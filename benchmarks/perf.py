@@ -3,6 +3,14 @@
     .venv/bin/python benchmarks/perf.py                  # all recipes, fp32 and bf16
     .venv/bin/python benchmarks/perf.py --recipes vanilla-fmnist --precisions fp32
 
+The yardstick is the core's arithmetic limit, measured first: benchmarks/peak.c, compiled
+here with ``cc -O2 -march=native``, runs a tight loop of independent vector FMAs (AVX-512
+or AVX2) on one thread, and AVX512_BF16's vdpbf16ps where the CPU has it; each recipe's
+achieved FLOP rate is printed as a share of those peaks (and of a large torch.mm, as before).
+Without a C compiler the peaks are not measured and the note says so. The CPU's model and
+ISA flags are printed with the table. Times are process CPU time when one thread runs
+(``--threads 1``: a loaded machine's other processes do not count), else wall time.
+
 Each (recipe, precision) runs in its own child process, so that the peak RSS printed is that
 configuration's alone. In the child, baseline and engine repeats are interleaved (B E B E ...)
 to share the machine's noise, and the median images/s of each is printed.
@@ -22,9 +30,11 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -39,9 +49,53 @@ from ganforge import nets
 from ganforge.config import Config, load_config
 from ganforge.data import TensorData, load_data
 from ganforge.engine.loop import STREAM_NOISE, build_models, epoch_order, mix_seed
+from ganforge.engine.precision import ISA_FLAGS, cpu_info
 from ganforge.engine.step import Models, autocast, set_threads, train_step
 
 RECIPES = ("vanilla-fmnist", "dcgan-mnist", "dcgan-64")
+PEAK_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak.c")
+
+
+def clock() -> float:
+    """Process CPU time with one thread (immune to other processes' load), else wall time."""
+    return time.process_time() if torch.get_num_threads() == 1 else time.perf_counter()
+
+
+def machine_peaks(iters: int = 20_000_000, reps: int = 3) -> dict:
+    """The CPU's model, ISA flags and one core's fp32 FMA and bf16 peaks in GFLOP/s (best of
+    ``reps`` runs of benchmarks/peak.c); ``note`` says what could not be measured."""
+    model, flags = cpu_info()
+    out: dict = {"cpu": model, "flags": [f for f in ISA_FLAGS if f in flags]}
+    out.update(fp32_peak=None, bf16_peak=None, vector_bits=None, note="")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        out["note"] = "no C compiler (cc, gcc, clang): the FMA peaks are not measured"
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "peak")
+        built = subprocess.run(
+            [cc, "-O2", "-march=native", "-o", exe, PEAK_C], capture_output=True, text=True
+        )
+        if built.returncode:
+            out["note"] = f"{cc} could not build peak.c: {built.stderr.strip()[:200]}"
+            return out
+        runs = [
+            subprocess.run([exe, str(iters)], capture_output=True, text=True, check=True).stdout
+            for _ in range(reps)
+        ]
+    fp32 = [line.split() for r in runs for line in r.splitlines() if line.startswith("fp32")]
+    bf16 = [line.split() for r in runs for line in r.splitlines() if line.startswith("bf16")]
+    out["vector_bits"] = int(fp32[0][2])
+    out["fp32_peak"] = max(float(f[1]) for f in fp32) or None
+    if all(b[1] != "none" for b in bf16):
+        out["bf16_peak"] = max(float(b[1]) for b in bf16)
+    notes = [] if out["bf16_peak"] else ["no avx512_bf16: no bf16 peak"]
+    if "amx_bf16" in flags:
+        notes.append("AMX present, not measured (peak.c does not configure tiles)")
+    out["note"] = "; ".join(notes)
+    return out
+
+
 STEPS = {"vanilla-fmnist": 40, "dcgan-mnist": 4, "dcgan-64": 1}  # timed steps per repeat
 
 
@@ -121,13 +175,13 @@ def baseline(cfg: Config, data: TensorData, steps: int) -> float:
     while done < steps:
         for real in loader:
             if done == 0:
-                t0 = time.perf_counter()  # the first batch warms up
+                t0 = clock()  # the first batch warms up
             loss_d, loss_g = baseline_step(m, cfg, real)
             loss_d.item(), loss_g.item()  # the tutorials print or accumulate these
             done += 1
             if done >= steps:
                 break
-    return steps * cfg.train.batch_size / (time.perf_counter() - t0)
+    return steps * cfg.train.batch_size / (clock() - t0)
 
 
 def engine_batches(cfg: Config, data: TensorData, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +203,7 @@ def engine(cfg: Config, data: TensorData, steps: int) -> float:
     order, t0, sums = None, 0.0, None
     for step in range(steps + 1):
         if step == 1:
-            t0 = time.perf_counter()
+            t0 = clock()
         epoch, pos = divmod(step, spe)
         if pos == 0 or order is None:
             order = epoch_order(cfg.train.seed, epoch, len(data), True)
@@ -159,7 +213,7 @@ def engine(cfg: Config, data: TensorData, steps: int) -> float:
         out = train_step(m, cfg, real, z, step)
         sums = out if sums is None else {k: sums[k] + v for k, v in out.items()}
     float(sums["loss_d"])  # the loop reads the sums once per log window
-    return steps * b / (time.perf_counter() - t0)
+    return steps * b / (clock() - t0)
 
 
 def step_flops(cfg: Config, data: TensorData) -> tuple[int, int]:
@@ -176,7 +230,10 @@ def step_flops(cfg: Config, data: TensorData) -> tuple[int, int]:
 
 
 def mm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of a large square matrix product in ``dtype``: the best of ``reps``."""
+    """FLOP/s of a large square matrix product in ``dtype``: the best of ``reps``. (bf16 on a
+    CPU without bf16 instructions: n = 512, as a 2048 product takes a minute there.)"""
+    if dtype == torch.bfloat16 and not {"avx512_bf16", "amx_bf16"} & cpu_info()[1]:
+        n = 512
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(reps))
@@ -184,26 +241,32 @@ def mm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
 
 
 def _timed(fn) -> float:
-    t = time.perf_counter()
+    t = clock()
     fn()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def eval_speed(cfg: Config) -> dict[str, float]:
     """Seconds to set up FD (reference features) and to score one G on 10,000 samples."""
     from ganforge.metrics.evaluate import Evaluation
 
-    t = time.perf_counter()
+    t = clock()
     ev = Evaluation(cfg, metrics=("fd",), n=10_000, device="cpu")
-    setup = time.perf_counter() - t
+    setup = clock() - t
     g = build_models(cfg, (1, 28, 28), torch.device("cpu")).g
-    t = time.perf_counter()
+    t = clock()
     fd = ev(g)["fd"]
-    return {"eval_setup_s": setup, "eval_s": time.perf_counter() - t, "fd_untrained": fd}
+    return {"eval_setup_s": setup, "eval_s": clock() - t, "fd_untrained": fd}
 
 
 def child(
-    recipe: str, precision: str, repeats: int, do_eval: bool, threads: int | None, steps: int
+    recipe: str,
+    precision: str,
+    repeats: int,
+    do_eval: bool,
+    threads: int | None,
+    steps: int,
+    peaks: dict | None = None,
 ) -> dict:
     """One configuration, measured in this process; returns a JSON-able row."""
     cfg0, data, source = recipe_data(recipe, 0 if recipe == "dcgan-64" else 60_000)
@@ -241,6 +304,10 @@ def child(
     }
     row["ratio"] = e / row["baseline_img_s"]
     row["peak_fraction"] = row["achieved_gflops"] / row["mm_peak_gflops"]
+    row["clock"] = "process CPU time" if torch.get_num_threads() == 1 else "wall time"
+    for key in ("fp32_peak", "bf16_peak"):  # the core's arithmetic limits (peak.c)
+        limit = (peaks or {}).get(key)
+        row[f"{key}_share"] = row["achieved_gflops"] / limit if limit else None
     # The ratio the engine would reach running its FLOPs at the full matmul peak: the ceiling
     # of any speed-up over this baseline on this machine, dtype and thread count.
     row["ratio_at_peak"] = peak * cfg.train.batch_size / flops / row["baseline_img_s"]
@@ -265,20 +332,33 @@ def main() -> None:
     )
     p.add_argument("--eval", action="store_true", help="also time FD on 10,000 samples")
     p.add_argument("--child", nargs=2, metavar=("RECIPE", "PRECISION"), help=argparse.SUPPRESS)
+    p.add_argument("--peaks", help=argparse.SUPPRESS)  # the parent's machine_peaks, as JSON
     a = p.parse_args()
     if a.child:
         steps = a.steps or STEPS[a.child[0]]
-        print(json.dumps(child(*a.child, a.repeats, a.eval, a.threads, steps)))
+        peaks = json.loads(a.peaks) if a.peaks else None
+        print(json.dumps(child(*a.child, a.repeats, a.eval, a.threads, steps, peaks)))
         return
+    peaks = machine_peaks()
+    gf = "{:.1f} GFLOP/s".format
+    print(f"CPU: {peaks['cpu']}; flags: {' '.join(peaks['flags']) or 'none of ' + str(ISA_FLAGS)}")
+    print(
+        f"one core's peak (peak.c, {peaks['vector_bits'] or '?'}-bit FMAs, process CPU time): "
+        f"fp32 {gf(peaks['fp32_peak']) if peaks['fp32_peak'] else 'not measured'}, "
+        f"bf16 {gf(peaks['bf16_peak']) if peaks['bf16_peak'] else 'not measured'}"
+        + (f" ({peaks['note']})" if peaks["note"] else "")
+    )
+    print(json.dumps({"peaks": peaks}), file=sys.stderr)
     hdr = (
         f"{'recipe':15} {'prec':5} {'base img/s':>10} {'engine img/s':>12} {'ratio':>6} "
-        f"{'FLOPs b/e':>9} {'GFLOP/s':>8} {'mm peak':>8} {'frac':>6} {'at peak':>7} "
-        f"{'RSS MB':>7} {'load':>5}"
+        f"{'FLOPs b/e':>9} {'GFLOP/s':>8} {'%fp32pk':>7} {'%bf16pk':>7} {'mm peak':>8} "
+        f"{'%mm':>6} {'at peak':>7} {'RSS MB':>7} {'load':>5}"
     )
     print(hdr)
     for r in a.recipes:
         for prec in a.precisions:
             cmd = [sys.executable, __file__, "--child", r, prec, "--repeats", str(a.repeats)]
+            cmd += ["--peaks", json.dumps(peaks)]
             if a.threads:
                 cmd += ["--threads", str(a.threads)]
             if a.steps:
@@ -290,7 +370,8 @@ def main() -> None:
             print(
                 f"{r:15} {prec:5} {row['baseline_img_s']:10.0f} {row['engine_img_s']:12.0f} "
                 f"{row['ratio']:6.2f} {row['baseline_gflop_step'] / row['gflop_step']:9.2f} "
-                f"{row['achieved_gflops']:8.1f} "
+                f"{row['achieved_gflops']:8.1f} {_share(row['fp32_peak_share']):>7} "
+                f"{_share(row['bf16_peak_share']):>7} "
                 f"{row['mm_peak_gflops']:8.1f} {row['peak_fraction']:6.1%} "
                 f"{row['ratio_at_peak']:7.2f} {row['peak_rss_mb']:7.0f} {row['load']:5.2f}",
                 flush=True,
@@ -304,6 +385,10 @@ def main() -> None:
                 "  " + json.dumps({k: row[k] for k in ("baseline_all", "engine_all", "data")}),
                 file=sys.stderr,
             )
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
 
 
 if __name__ == "__main__":

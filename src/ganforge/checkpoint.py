@@ -60,6 +60,7 @@ class Models:
     g_ema: AveragedModel | None = None  # model.ema: the averaged G, used for sampling
     # train.augment_p=auto: the share of images augmented now, a 0-d float32 on the device
     augment_p: torch.Tensor | None = None
+    scaler: torch.amp.GradScaler | None = None  # train.precision=fp16: the loss scaler
 
     def sampler(self) -> nn.Module:
         """The G to sample and evaluate with: the EMA once it has begun averaging, else G."""
@@ -170,6 +171,8 @@ def save_checkpoint(ckpt_dir: Path, tag: str, models: Models, counters: dict[str
                 files += ["g_ema.safetensors"]
         if models.augment_p is not None:  # exact in JSON: a float32 is a double
             counters = {**counters, "augment_p": float(models.augment_p)}
+        if models.scaler is not None:  # fp16: its scale and growth counter (numbers)
+            counters = {**counters, "grad_scaler": models.scaler.state_dict()}
         meta = {
             "format": FORMAT,
             **counters,
@@ -573,6 +576,16 @@ def check_compatible(
         raise CheckpointMismatch(f"{path}: does not match this config: {problem}")
 
 
+def _scaler_state(path: Path, state: Any) -> dict[str, float | int]:
+    """state.json's loss-scaler state, checked: a dict of finite positive numbers."""
+    keys = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+    ok = isinstance(state, dict) and set(state) == set(keys)
+    ok = ok and all(type(state[k]) in (int, float) and math.isfinite(state[k]) for k in keys)
+    if not ok or state["scale"] <= 0:
+        raise CheckpointError(f"{path}: state.json's grad_scaler is damaged")
+    return state
+
+
 def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[str, Any]:
     """Restore networks, optimizers and RNG states; return the counters of state.json.
 
@@ -616,6 +629,8 @@ def load_checkpoint(path: Path, models: Models, device: torch.device) -> dict[st
         _match_layouts(models.opt_d)
         if models.augment_p is not None:  # a run that had a fixed share starts from 0
             models.augment_p.fill_(meta.get("augment_p", 0.0))
+        if models.scaler is not None and "grad_scaler" in meta:  # else a fresh scale
+            models.scaler.load_state_dict(_scaler_state(path, meta["grad_scaler"]))
         if models.g_ema is not None:  # a run that had no EMA yet starts one from G
             models.g_ema.n_averaged.fill_(meta.get("ema_updates", 0))
             if ema is not None:

@@ -199,7 +199,10 @@ class TrainConfig:
     max_cpu_seconds: float | None = _f(None, gt=0)  # ... after this much process CPU time
     seed: int = _f(0, ge=0)
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = _f("fp32", choices=("fp32", "bf16"))
+    # fp32; bf16 or fp16 (CUDA, with a loss scaler) autocast; auto: bf16 where the device
+    # runs it fast, else fp32 (engine/precision.py; config.yaml records the choice)
+    precision: str = _f("fp32", choices=("fp32", "bf16", "fp16", "auto"))
+    tf32: bool = False  # CUDA: TF32 matmuls and convolutions in fp32 (ignored on the CPU)
     threads: int | None = _f(None, gt=0, le=1024)  # CPU: torch intra-op threads; None = torch's
     channels_last: bool = False  # image nets' weights and batches in NHWC (faster convolutions)
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)

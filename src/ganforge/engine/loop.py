@@ -50,7 +50,7 @@ from ..seeding import (  # noqa: F401  (the stream numbers are part of this modu
     resolve_device,
 )
 from ..summary import summarize
-from . import distributed
+from . import distributed, precision
 from .callbacks import (
     Checkpoints,
     Evaluations,
@@ -125,6 +125,7 @@ def build_models(
         make_optimizer(dis.parameters(), cfg.optim.d),
         make_ema(gen, cfg),
         torch.zeros((), device=device) if auto else None,
+        precision.make_scaler(cfg.train.precision, device),
     )
 
 
@@ -253,6 +254,7 @@ def train(
         with RunLock(run_dir) if dist.main else contextlib.nullcontext(), StopSignals() as stop:
             device = dist_device or resolve_device(cfg.train.device)
             set_threads(cfg, device)  # train.threads (CPU)
+            cfg, choice = precision.resolve(cfg, device)  # auto -> fp32 or bf16; tf32
             with stop.phase("while loading the data", None, run_dir, saved=False):
                 data = data or load_data(cfg.data)
                 record = identify(data, cfg.data)  # what the run trains on (datacheck.py)
@@ -272,7 +274,7 @@ def train(
             with FreshStart(run_dir, dist.main and not resume) as fresh:
                 return _train(
                     cfg, run_dir, resume, verbose and dist.main, data, length, models, device,
-                    stop, dist, callbacks, record, fresh,
+                    stop, dist, callbacks, record, fresh, choice,
                 )  # fmt: skip
     except RuntimeError as exc:  # a collective failed: another process died or hung?
         lost = distributed.peer_lost(exc, dist, run_dir, cfg.train.dist_timeout)
@@ -323,7 +325,12 @@ def _resume(state: TrainState, dist: Dist) -> dict[str, Any]:
 
 
 def _start(
-    state: TrainState, data: TensorData, counters: dict[str, Any], dist: Dist, verbose: bool
+    state: TrainState,
+    data: TensorData,
+    counters: dict[str, Any],
+    dist: Dist,
+    verbose: bool,
+    choice: precision.Choice | None = None,
 ) -> None:
     """Write the run's files: the log cut back to a resumed step, config, summary, env."""
     cfg, run_dir, models = state.cfg, state.run_dir, state.models
@@ -339,13 +346,20 @@ def _start(
         write_summary(cfg, models, data.shape, run_dir / "summary.txt")
         env = _environment(state.device)
         env["world_size"] = dist.world
+        if choice is not None:  # what train.precision asked for, what ran, and why
+            env["precision"] = {"asked": choice.asked, "chosen": choice.chosen, "why": choice.why}
+        env["tf32"] = cfg.train.tf32 and state.device.type == "cuda"
         atomic_write_text(run_dir / "env.json", json.dumps(env, indent=1))
     if verbose:
         ng, nd = nets.count_params(models.g), nets.count_params(models.d)
         state.say(  # the data's source line last: it says what was done to the data
             f"ganforge: recipe {cfg.recipe}, G {ng:,} / D {nd:,} parameters, "
-            f"{state.device.type}, {cfg.train.precision}; {len(data):,} examples from {data.source}"
+            f"{state.device.type}, {choice.line() if choice else cfg.train.precision}; "
+            f"{len(data):,} examples from {data.source}"
         )
+        note = precision.tf32_note(cfg, state.device)
+        if note:
+            state.say(note)
         if start:
             state.say(f"resuming at step {start} of {state.total}")
 
@@ -385,6 +399,7 @@ def _train(
     callbacks: Sequence[Any],
     record: dict[str, Any],
     fresh: FreshStart | None = None,
+    choice: precision.Choice | None = None,
 ) -> dict[str, Any]:
     main = dist.main  # the one process that writes the run directory
     if dist.active and cfg.train.sync_bn:
@@ -405,7 +420,7 @@ def _train(
         return complete_summary(run_dir, counters)  # already finished: nothing written
     if resume:  # other data than the checkpoint's: refused before any write
         check_resume_data(run_dir, cfg, counters, record, state.say)
-    _start(state, data, counters, dist, verbose)
+    _start(state, data, counters, dist, verbose, choice)
     start, state.rollbacks = counters["step"], counters.get("rollbacks", 0)
     if cfg.train.rollback and start == 0:  # a rollback before any checkpoint restores these
         state.initial = copy.deepcopy(models)
@@ -420,6 +435,7 @@ def _train(
             models.opt_g,
             models.opt_d,
             augment_p=models.augment_p,  # the same tensor: the step updates it in place
+            scaler=models.scaler,
         )
     preparing = "while preparing the evaluation"
     with stop.phase(preparing, start, run_dir, enabled=not dist.active, saved=start > 0):

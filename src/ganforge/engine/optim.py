@@ -24,8 +24,16 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> to
     return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
 
 
-def optimizer_step(opt: torch.optim.Optimizer, cfg: OptimConfig, t: int) -> None:
-    """Apply clipping and decay for update number ``t`` (0-based), then step."""
+def optimizer_step(
+    opt: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    t: int,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Apply clipping and decay for update number ``t`` (0-based), then step; with fp16's
+    ``scaler`` the gradients are unscaled first and a step with inf/NaN gradients skipped."""
+    if scaler is not None:
+        scaler.unscale_(opt)  # clipping sees the true gradients
     if cfg.clip_value is not None:
         for group in opt.param_groups:
             torch.nn.utils.clip_grad_value_(group["params"], cfg.clip_value)
@@ -35,4 +43,8 @@ def optimizer_step(opt: torch.optim.Optimizer, cfg: OptimConfig, t: int) -> None
         for group in opt.param_groups:
             base = group.setdefault("base_lr", cfg.lr)
             group["lr"] = base / (1.0 + cfg.decay * t)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()

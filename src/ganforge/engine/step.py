@@ -21,13 +21,7 @@ from ..errors import ConfigError
 from ..losses import d_loss, g_loss, get_loss
 from ..nets import generate, judge
 from .optim import optimizer_step
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA when asked for, else nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from .precision import autocast
 
 
 def set_threads(cfg: Config, device: torch.device) -> None:
@@ -123,6 +117,15 @@ def adapt_augment(p: torch.Tensor, verdict: torch.Tensor, batch: int) -> torch.T
     return p.detach().clone()
 
 
+def _backward(m: Models, loss: torch.Tensor) -> None:
+    """Backpropagate ``loss``; under fp16 (``m.scaler``) scaled, so that small gradients do
+    not underflow fp16's range (optimizer_step unscales them before clipping and stepping)."""
+    if m.scaler is None:
+        loss.backward()
+    else:
+        m.scaler.scale(loss).backward()
+
+
 def train_step(
     m: Models,
     cfg: Config,
@@ -196,8 +199,8 @@ def train_step(
             total_d = total_d + 0.5 * lc.r1 * lc.r1_every * r1
             out["r1"] = r1.detach()
     m.opt_d.zero_grad(set_to_none=True)
-    total_d.backward()
-    optimizer_step(m.opt_d, cfg.optim.d, step)
+    _backward(m, total_d)
+    optimizer_step(m.opt_d, cfg.optim.d, step, m.scaler)
     out["loss_d"] = loss_d.detach()
     if m.augment_p is not None:
         verdict = loss.real_verdict(real_logits.detach().float(), fake_logits.detach().float())
@@ -217,8 +220,8 @@ def train_step(
                     real_now = judge(m.d, real_in, y).float()
             loss_g = g_loss(lc.name, judge(m.d, aug(fake), y).float(), real_now)
         m.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizer_step(m.opt_g, cfg.optim.g, step // tc.d_steps)
+        _backward(m, loss_g)
+        optimizer_step(m.opt_g, cfg.optim.g, step // tc.d_steps, m.scaler)
     finally:
         m.d.requires_grad_(True)
     out["loss_g"] = loss_g.detach()

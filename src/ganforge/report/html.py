@@ -153,6 +153,11 @@ def _facts(run_dir: Path, cfg: dict[str, Any], log: Any, env: dict[str, Any]) ->
     device = env.get("gpu") or env.get("device")
     if device:
         rows.append(("device", device))
+    prec = env.get("precision")
+    if isinstance(prec, dict) and isinstance(prec.get("chosen"), str):  # auto: why, too
+        why = prec.get("why")
+        asked = f"{prec.get('asked')} -> " if prec.get("asked") == "auto" else ""
+        rows.append(("precision", f"{asked}{prec['chosen']}" + (f" ({why})" if asked else "")))
     for key, name in (("loss_d", "final D loss"), ("loss_g", "final G loss")):
         if key in last:
             rows.append((name, last[key]))
