@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .registry import Registry
+from .seeding import sync_free
 
 Policy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 # Policies by name; ``module:attr`` names a policy of your own: f(x, gen) -> x, same shape.
@@ -127,9 +128,10 @@ def diff_augment(
     (a number or a 0-d tensor) each image is augmented with probability p, drawn before the
     policies' own draws, and the others pass unchanged.
 
-    ``chosen_only`` (default: on the CPU, where finding the chosen images costs no wait for a
-    device) transforms only the chosen images; the result is the same, bit for bit, as
-    transforming all and keeping the chosen ones, which is what runs elsewhere (no host sync).
+    ``chosen_only`` (default: where the step may read values on the host, ``not
+    sync_free(device)``: on the CPU, finding the chosen images costs no wait for a device)
+    transforms only the chosen images; the result is the same, bit for bit, as transforming
+    all and keeping the chosen ones, which is what runs elsewhere (no host sync).
     """
     funcs = [POLICIES.get(name, "train.augment") for name in policies]
 
@@ -142,7 +144,7 @@ def diff_augment(
         return whole(x)
     keep = torch.rand(x.shape[0], generator=gen, device=x.device) >= p  # (N,)
     if chosen_only is None:
-        chosen_only = x.device.type == "cpu"
+        chosen_only = not sync_free(x.device)
     if not chosen_only or not all(f in _SPLIT for f in funcs):  # a policy of your own: all
         return torch.where(keep.view(-1, 1, 1, 1), x, whole(x))
     rows = (~keep).nonzero().squeeze(1)  # (K,) the images to augment

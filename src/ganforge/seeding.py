@@ -43,3 +43,23 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> torch.Tensor:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(mix_seed(seed, STREAM_ORDER, epoch))
     return torch.randperm(n, generator=gen)
+
+
+# ``sync_free``: the one switch of the host decisions a training step may take. None: by the
+# device; True / False: forced (tests run the accelerator path on the CPU with True).
+SYNC_FREE: bool | None = None
+
+
+def sync_free(device: torch.device | str) -> bool:
+    """Whether a training step on ``device`` must not read device values on the host.
+
+    On the CPU reading a tensor's value costs nothing, so the step may decide on the host
+    (check the losses every step, augment only the chosen images, check the labels); on an
+    accelerator each such read waits for the device, so there these decisions are left to
+    the log steps or done without a read. Every such branch asks this function, so that
+    setting ``SYNC_FREE = True`` runs the accelerator path on the CPU
+    (tests/test_host_sync.py counts its host reads: none between log steps).
+    """
+    if SYNC_FREE is not None:
+        return SYNC_FREE
+    return torch.device(device).type != "cpu"

@@ -35,7 +35,7 @@ def warmup_multi_avg_fn(decay: float) -> Any:
 
     @torch.no_grad()
     def update(ema: list[Any], cur: list[Any], n: Any) -> None:
-        d = warmup_decay(decay, int(n))  # AveragedModel already syncs on n_averaged
+        d = warmup_decay(decay, int(n))  # n: an int from step.EMA (no read of the device)
         if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
             torch._foreach_lerp_(ema, cur, 1 - d)  # pyright: ignore[reportPrivateImportUsage]
         else:  # integer buffers (BatchNorm's num_batches_tracked)

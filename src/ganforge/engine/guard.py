@@ -186,12 +186,18 @@ class StopSignals:
             raise Preempted(e.signum, step, run_dir, during, saved, complete) from None
 
 
-def check_losses(out: dict[str, torch.Tensor], step: int) -> None:
-    """Raise Diverged naming the step, network and loss term of a non-finite value."""
-    values = torch.stack([v.float() for v in out.values()])
+def check_losses(
+    out: dict[str, torch.Tensor], step: int, since: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Raise Diverged naming the step, network and loss term of a non-finite value.
+
+    ``since``: the sums of the steps since the last log step (the accelerator path checks at
+    log steps only; a non-finite value of any step between makes its sum non-finite)."""
+    terms = [*out.items(), *(since or {}).items()]  # the step's own value named first
+    values = torch.stack([v.float() for _, v in terms])
     if bool(torch.isfinite(values).all()):
         return
-    for key, v in out.items():
+    for key, v in terms:
         if not math.isfinite(float(v)):
             net = {
                 "loss_d": "discriminator",

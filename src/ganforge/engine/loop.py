@@ -48,6 +48,7 @@ from ..seeding import (  # noqa: F401  (the stream numbers are part of this modu
     epoch_order,
     mix_seed,
     resolve_device,
+    sync_free,
 )
 from ..summary import summarize
 from . import distributed, precision
@@ -186,6 +187,15 @@ def draw(cfg: Config, step: int, batch: int, device: torch.device, dist: Dist) -
     return Draw(z, label_noise, aug)
 
 
+def to_device(t: torch.Tensor, data: TensorData) -> torch.Tensor:
+    """A host tensor onto the data's device without waiting for it: a plain copy to a GPU
+    waits for the device (a stream sync); one from pinned memory is queued."""
+    device = data.x.device
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 class Batches:
     """The real examples of each step: epoch ``e``'s seeded order, cut into global batches,
     of which this process takes its slice (and the labels of a conditional recipe)."""
@@ -201,12 +211,12 @@ class Batches:
         epoch, pos = divmod(step, self.length.steps_per_epoch)
         if epoch not in self.orders:
             n = len(self.data)
-            device = self.data.x.device if self.stream is None else torch.device("cpu")
             order = epoch_order(self.cfg.train.seed, epoch, n, self.cfg.data.shuffle)
             # the epoch before stays: at an epoch's end the prefetcher asks for the next one's
             # first steps while the loop still asks for this one's last
             self.orders = {e: o for e, o in self.orders.items() if e == epoch - 1}
-            self.orders[epoch] = order.to(device)
+            # a streamed folder's file indices stay on the host (the decoders read them)
+            self.orders[epoch] = order if self.stream is not None else to_device(order, self.data)
         b = self.batch
         return self.dist.shard(self.orders[epoch][pos * b : (pos + 1) * b])
 
@@ -217,7 +227,7 @@ class Batches:
             x = self.stream.at(step, self.length.total)
             if self.cfg.model.conditioned is None or labels is None:
                 return x, None
-            return x, labels[self.indices(step)].to(x.device)
+            return x, to_device(labels[self.indices(step)], self.data)
         index = self.indices(step)
         y = labels[index] if self.cfg.model.conditioned is not None and labels is not None else None
         return self.data.batch(index), y
@@ -482,7 +492,7 @@ def _steps(
     cfg, models, b, device = state.cfg, state.models, state.batch, state.device
     recorder = state.recorder
     assert recorder is not None
-    every_step_check = device.type == "cpu"  # on a GPU, check at log steps: no sync per step
+    every_step_check = not sync_free(device)  # on a GPU, check at log steps: no sync per step
     budget = cfg.train.max_seconds  # seconds of training in this session (single process)
     cpu_budget = cfg.train.max_cpu_seconds  # process CPU seconds (time.process_time) likewise
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -506,8 +516,8 @@ def _steps(
             if every_step_check or log_now:
                 if dist.active:
                     state.stopping = distributed.check_step(dist, out, done, stop.requested)
-                else:
-                    check_losses(out, done)
+                else:  # between log steps (accelerator): their sums, read now
+                    check_losses(out, done, None if every_step_check else recorder.sums)
         except Diverged as e:
             step = _recover(state, e, dist)
             batches.orders.clear()

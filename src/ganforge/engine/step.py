@@ -9,10 +9,13 @@ inputs, WGAN-GP and lazy R1 penalties, n D steps per G step; EMA lives beside G 
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from ..augment import POLICIES, diff_augment
 from ..checkpoint import Models
@@ -57,6 +60,44 @@ def check_techniques(cfg: Config, shape: tuple[int, ...], batch: int) -> None:
         )
 
 
+class EMA(AveragedModel):
+    """torch's ``AveragedModel`` (weights and buffers, a ``multi_avg_fn``) with an update that
+    reads nothing from the device: torch's asks ``n_averaged == 0`` and ``> 0`` of the device
+    tensor every step. The count is mirrored on the host and read back from the tensor only
+    after something else wrote it (a checkpoint loaded, a rollback); the update is torch's,
+    op for op, so the averages are the same bit for bit."""
+
+    def __init__(self, g: nn.Module, multi_avg_fn: Callable[..., None]) -> None:
+        super().__init__(g, multi_avg_fn=multi_avg_fn, use_buffers=True)
+        self._host_n = (0, self.n_averaged._version)  # (count, the tensor's version it holds)
+
+    def updates(self) -> int:
+        """``n_averaged`` as an int; a read of the device only after another writer."""
+        n, version = self._host_n
+        if version != self.n_averaged._version:
+            n = int(self.n_averaged)
+            self._host_n = (n, self.n_averaged._version)
+        return n
+
+    def update_parameters(self, model: nn.Module) -> None:
+        n = self.updates()
+        mine = [
+            t.detach() for t in itertools.chain(self.module.parameters(), self.module.buffers())
+        ]
+        theirs = itertools.chain(model.parameters(), model.buffers())
+        cur = [t.detach().to(e.device) for e, t in zip(mine, theirs, strict=False)]
+        if n == 0:  # the first update copies G
+            for e, c in zip(mine, cur, strict=False):
+                e.copy_(c)
+        else:
+            assert self.multi_avg_fn is not None
+            groups = _group_tensors_by_device_and_dtype([mine, cur])  # type: ignore[arg-type]
+            for (es, cs), _ in groups.values():
+                self.multi_avg_fn(es, cs, n)  # type: ignore[arg-type]
+        self.n_averaged += 1
+        self._host_n = (n + 1, self.n_averaged._version)
+
+
 def make_ema(g: nn.Module, cfg: Config) -> AveragedModel | None:
     """An exponential moving average of G's weights and buffers (``model.ema``), or None."""
     if cfg.model.ema is None:
@@ -64,8 +105,8 @@ def make_ema(g: nn.Module, cfg: Config) -> AveragedModel | None:
     if cfg.model.ema_start == "auto":  # the decay warms up (train/ema.py)
         from .ema import warmup_multi_avg_fn
 
-        return AveragedModel(g, multi_avg_fn=warmup_multi_avg_fn(cfg.model.ema), use_buffers=True)
-    return AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(cfg.model.ema), use_buffers=True)
+        return EMA(g, warmup_multi_avg_fn(cfg.model.ema))
+    return EMA(g, get_ema_multi_avg_fn(cfg.model.ema))
 
 
 def _penalty_grad(d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

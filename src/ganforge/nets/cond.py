@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import GanforgeError
+from ..seeding import sync_free
 
 
 def _batched(y: torch.Tensor) -> bool:
@@ -43,7 +44,7 @@ def check_labels(y: torch.Tensor, n: int, num_classes: int) -> None:
         )
     if _batched(y):  # under torch.func.vmap (many trials at once) no value can be read
         return
-    if y.device.type == "cpu" and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if not sync_free(y.device) and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise GanforgeError(
             f"class label {bad} is out of range: this net has model.num_classes={num_classes} "
