@@ -205,6 +205,7 @@ class TrainConfig:
     tf32: bool = False  # CUDA: TF32 matmuls and convolutions in fp32 (ignored on the CPU)
     threads: int | None = _f(None, gt=0, le=1024)  # CPU: torch intra-op threads; None = torch's
     channels_last: bool = False  # image nets' weights and batches in NHWC (faster convolutions)
+    malloc_tune: bool = True  # CPU, glibc: keep freed heap memory between steps (engine/heap.py)
     d_steps: int = _f(1, gt=0)  # D updates per G update (G steps on every d_steps-th step)
     augment: tuple[str, ...] = _f((), choices=_augments)  # DiffAugment on D's real and fake
     # the share of images augmented: 1 = all, or auto: from 0, raised while D calls more
