@@ -305,3 +305,22 @@ def test_a_failed_write_leaves_no_temporary_file(runs, tmp_path, capsys, monkeyp
     code, err = _cli(_export(runs, str(out)), capsys)
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err
     assert out.read_bytes() == b"earlier" and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_a_failed_write_says_whether_an_earlier_file_was_kept(tmp_path, monkeypatch, earlier):
+    """The one line of a full disk says "its previous version is kept" only when there was
+    one; a new file says nothing was written."""
+    out = tmp_path / "x.txt"
+    if earlier:
+        out.write_text("earlier")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runfiles.os, "fsync", full)
+    with pytest.raises(runfiles.WriteError) as e:
+        runfiles.atomic_write_text(out, "new")
+    said = "its previous version is kept" if earlier else "nothing was written"
+    assert said in str(e.value) and "No space left on device" in str(e.value)
+    assert out.exists() == earlier and not list(tmp_path.glob(".*.tmp"))

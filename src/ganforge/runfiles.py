@@ -30,7 +30,7 @@ from .errors import GanforgeError, option
 
 
 class WriteError(OSError, GanforgeError):
-    """A run file could not be written; its previous version is kept.
+    """A run file could not be written; its previous version, if any, is kept.
 
     Also an ``OSError``, so that code which tolerates failed writes (a status update while a
     run is already failing) keeps doing so, while the CLI prints it as one line.
@@ -76,9 +76,10 @@ def atomic_write(path: Path | str, mode: str = "wb", encoding: str | None = None
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError) and not isinstance(e, WriteError):
+            kept = "its previous version is kept" if path.exists() else "nothing was written"
             raise WriteError(
                 e.errno or errno.EIO,
-                f"could not write {path} ({_reason(e)}); its previous version is kept; "
+                f"could not write {path} ({_reason(e)}); {kept}; "
                 "free disk space or check the folder's permissions",
             ) from None
         raise
