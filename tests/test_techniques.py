@@ -121,10 +121,10 @@ class GradRecorder:
         self.real = step_mod.optimizer_step
         self.grads: list[tuple[torch.optim.Optimizer, list[torch.Tensor]]] = []
 
-    def __call__(self, opt, cfg, t) -> None:
+    def __call__(self, opt, cfg, t, scaler=None) -> None:
         ps = [p for group in opt.param_groups for p in group["params"]]
         self.grads.append((opt, [p.grad.detach().clone() for p in ps]))
-        self.real(opt, cfg, t)
+        self.real(opt, cfg, t, scaler)
 
     def of(self, opt: torch.optim.Optimizer) -> list[torch.Tensor]:
         found = [g for o, g in self.grads if o is opt]
