@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+from test_reliability import FAST
 
 from ganforge import checkpoint as ckpt
 from ganforge.config import load_config
@@ -20,13 +21,6 @@ from ganforge.report.runlog import read_log
 
 from killer import differences
 
-FAST = [
-    "train.batch_size=32",
-    "train.log_every=1",
-    "train.device=cpu",
-    "data.download=false",
-    "train.report=false",
-]
 CPU = torch.device("cpu")
 
 

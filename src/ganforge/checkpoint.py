@@ -314,9 +314,9 @@ def sound(path: Path) -> bool:
     return True
 
 
-def verify(path: Path) -> dict[str, Any]:
-    """Check a checkpoint folder against its manifest; return its (type-checked) state.json."""
-    manifest = _json_object(path / "manifest.json", "manifest.json")
+def manifest_files(path: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """The file -> SHA-256 map of checkpoint ``path``'s manifest, checked (its format, the map,
+    the file names); one ``CheckpointError`` naming the damage. Shared by every reader."""
     if manifest.get("format") != FORMAT:  # ganforge writes it first; any other is damage
         raise CheckpointError(f"{path}: manifest.json is corrupted (no format {FORMAT})")
     files = manifest.get("files")
@@ -326,6 +326,13 @@ def verify(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: manifest.json is corrupted (no map of file hashes)")
     if not set(FILES) <= set(files) <= set(FILES + OPTIONAL):
         raise CheckpointError(f"{path}: manifest.json lists unexpected files")
+    return files
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """Check a checkpoint folder against its manifest; return its (type-checked) state.json."""
+    manifest = _json_object(path / "manifest.json", "manifest.json")
+    files = manifest_files(path, manifest)
     for name, digest in files.items():
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: incomplete checkpoint ({name} is missing)")

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 
-from .checkpoint import FILES, OPTIONAL, check_state, check_tensors, find_checkpoint
+from .checkpoint import check_state, check_tensors, find_checkpoint, manifest_files
 from .config import Config, read_config
 from .errors import CheckpointError, GanforgeError
 from .files import load_json
@@ -126,13 +126,7 @@ def _read_once(path: Path, dir_fd: int) -> Snapshot:
         manifest = _object(path, "manifest.json", _read_file(dir_fd, "manifest.json"))
     except _Changed:
         raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json)") from None
-    listed = manifest.get("files")
-    if not isinstance(listed, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in listed.items()
-    ):
-        raise CheckpointError(f"{path}: manifest.json is corrupted (no map of file hashes)")
-    if not set(FILES) <= set(listed) <= set(FILES + OPTIONAL):
-        raise CheckpointError(f"{path}: manifest.json lists unexpected files")
+    listed = manifest_files(path, manifest)
     files: dict[str, bytes] = {}
     for name in listed:  # names checked above: plain file names of a checkpoint
         try:
